@@ -1,0 +1,35 @@
+"""checkout.session.completed: link customer and subscription to the user; one-time payments."""
+
+from vibe import billing
+from vibe.hookspecs import hookimpl
+from vibe.outcomes import EventIgnored
+from vibe.payments import record_payment, success_key
+
+
+async def checkout_completed(ctx):
+    session = ctx.obj
+    customer_id = billing.object_id(session.get("customer"))
+    email = (session.get("customer_details") or {}).get("email") or session.get("customer_email")
+    user_id = session.get("client_reference_id") or (session.get("metadata") or {}).get("user_id")
+    if not user_id and not customer_id:
+        user_id = await billing.user_by_email(ctx.tx, email)
+        if not user_id:
+            raise EventIgnored("no client_reference_id, metadata.user_id, customer or known email")
+    user_id = await billing.resolve_user(ctx, customer_id, user_id=user_id, email=email)
+    subscription_id = billing.object_id(session.get("subscription"))
+    if subscription_id:
+        await billing.update_profile(ctx, user_id, {"stripe_subscription_id": subscription_id})
+    if session.get("mode") == "payment" and session.get("payment_status") == "paid":
+        pi = billing.object_id(session.get("payment_intent"))
+        await record_payment(
+            ctx, dedupe_key=success_key(payment_intent_id=pi, checkout_session_id=session["id"]),
+            status="succeeded", kind="checkout", amount=session.get("amount_total") or 0,
+            currency=session.get("currency") or "", user_id=user_id, customer_id=customer_id,
+            payment_intent_id=pi, checkout_session_id=session["id"],
+        )
+    return f"user {user_id}"
+
+
+@hookimpl
+def register_stripe_handlers():
+    return {"checkout.session.completed": checkout_completed}

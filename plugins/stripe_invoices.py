@@ -1,0 +1,76 @@
+"""invoice.payment_succeeded / invoice.payment_failed: record the money or the failure."""
+
+from vibe import billing
+from vibe.hookspecs import hookimpl
+from vibe.payments import record_payment, success_key
+
+
+async def _context(ctx):
+    invoice = ctx.obj
+    customer_id = billing.object_id(invoice.get("customer"))
+    user_id = await billing.resolve_user(
+        ctx, customer_id, user_id=(invoice.get("metadata") or {}).get("user_id"), email=invoice.get("customer_email")
+    )
+    return invoice, customer_id, user_id
+
+
+async def payment_succeeded(ctx):
+    invoice, customer_id, user_id = await _context(ctx)
+    pi = billing.invoice_payment_intent(invoice)
+    amount = invoice.get("amount_paid")
+    if amount is None:
+        amount = invoice.get("total") or 0
+    row, new = await record_payment(
+        ctx, dedupe_key=success_key(payment_intent_id=pi, invoice_id=invoice["id"]), status="succeeded",
+        kind="invoice", amount=amount, currency=invoice.get("currency") or "", user_id=user_id,
+        customer_id=customer_id, invoice_id=invoice["id"], payment_intent_id=pi,
+        charge_id=billing.object_id(invoice.get("charge")), subscription_id=billing.invoice_subscription(invoice),
+    )
+    return f"payment {row['id']} {'recorded' if new else 'already recorded'}"
+
+
+async def payment_failed(ctx):
+    invoice, customer_id, user_id = await _context(ctx)
+    subscription_id = billing.invoice_subscription(invoice)
+    attempt = invoice.get("attempt_count") or 1
+    error = (invoice.get("last_finalization_error") or {}).get("message")
+    row, new = await record_payment(
+        ctx, dedupe_key=f"failed:in:{invoice['id']}:{attempt}", status="failed", kind="invoice",
+        amount=invoice.get("amount_due") or 0, currency=invoice.get("currency") or "", user_id=user_id,
+        customer_id=customer_id, invoice_id=invoice["id"], payment_intent_id=billing.invoice_payment_intent(invoice),
+        subscription_id=subscription_id, failure_message=error,
+    )
+    if subscription_id and user_id:
+        await _mark_past_due(ctx, user_id, subscription_id)
+    return f"failure {row['id']} {'recorded' if new else 'already recorded'}"
+
+
+async def _mark_past_due(ctx, user_id, subscription_id):
+    """Past due, unless a newer subscription event (say, the retry that succeeded) says otherwise."""
+    version = await ctx.tx.fetchone(
+        "SELECT event_created FROM stripe_object_versions WHERE object_id = %s", (subscription_id,)
+    )
+    if version is not None and int(version["event_created"]) > ctx.created:
+        return
+    updated = await ctx.tx.execute(
+        "UPDATE subscriptions SET status = 'past_due', updated_at = %s "
+        "WHERE id = %s AND status IN ('active', 'trialing')",
+        (ctx.now, subscription_id),
+    )
+    profile = await billing.get_profile(ctx.tx, user_id)
+    if profile["stripe_subscription_id"] in (None, subscription_id) and profile["subscription_status"] in (
+        "active", "trialing", None
+    ) and (updated or version is None):
+        await billing.update_profile(ctx, user_id, {"subscription_status": "past_due"})
+        await ctx.announce("subscription_changed", user_id=user_id, change={
+            "subscription_id": subscription_id, "old_tier": profile["tier"], "tier": profile["tier"],
+            "status": "past_due", "old_status": profile["subscription_status"],
+            "current_period_end": profile["current_period_end"],
+            "cancel_at_period_end": bool(profile["cancel_at_period_end"]), "source": "stripe",
+            "event_id": ctx.event_id,
+        })
+
+
+@hookimpl
+def register_stripe_handlers():
+    return {"invoice.payment_succeeded": payment_succeeded, "invoice.payment_failed": payment_failed}

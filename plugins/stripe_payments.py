@@ -1,0 +1,44 @@
+"""payment_intent.succeeded and charge.dispute.created."""
+
+from vibe import billing
+from vibe.hookspecs import hookimpl
+from vibe.payments import record_dispute, record_payment, success_key, user_for_charge
+
+
+async def payment_intent_succeeded(ctx):
+    pi = ctx.obj
+    customer_id = billing.object_id(pi.get("customer"))
+    user_id = await billing.resolve_user(ctx, customer_id, user_id=(pi.get("metadata") or {}).get("user_id"),
+                                         email=pi.get("receipt_email"))
+    charge = billing.object_id(pi.get("latest_charge"))
+    if not charge:
+        charges = (pi.get("charges") or {}).get("data") or []
+        charge = charges[0].get("id") if charges else None
+    amount = pi.get("amount_received") or pi.get("amount") or 0
+    row, new = await record_payment(
+        ctx, dedupe_key=success_key(payment_intent_id=pi["id"]), status="succeeded",
+        kind="invoice" if pi.get("invoice") else "payment_intent", amount=amount,
+        currency=pi.get("currency") or "", user_id=user_id, customer_id=customer_id,
+        payment_intent_id=pi["id"], charge_id=charge, invoice_id=billing.object_id(pi.get("invoice")),
+    )
+    return f"payment {row['id']} {'recorded' if new else 'already recorded'}"
+
+
+async def dispute_created(ctx):
+    dispute = ctx.obj
+    charge_id = billing.object_id(dispute.get("charge"))
+    pi = billing.object_id(dispute.get("payment_intent"))
+    user_id = await user_for_charge(ctx, charge_id, pi)
+    if await record_dispute(ctx, dispute, user_id, charge_id, pi):
+        if user_id:
+            await billing.update_profile(ctx, user_id, {"needs_review": True})
+        await ctx.announce("dispute_created", dispute={
+            "id": dispute["id"], "user_id": user_id, "amount": dispute.get("amount"),
+            "currency": dispute.get("currency"), "reason": dispute.get("reason"), "charge_id": charge_id,
+        })
+    return f"dispute recorded for user {user_id}" if user_id else "dispute recorded; no user matched the charge"
+
+
+@hookimpl
+def register_stripe_handlers():
+    return {"payment_intent.succeeded": payment_intent_succeeded, "charge.dispute.created": dispute_created}

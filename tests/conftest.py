@@ -1,0 +1,172 @@
+"""Shared fixtures: the service on a fresh database per test, and ways to talk to it.
+
+The suite runs on SQLite; with DATABASE_URL=postgresql://... it runs the same tests on
+PostgreSQL, each test in a schema of its own (dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import io
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import psycopg2
+import pytest
+
+from vibe import stripe_signature
+from vibe.app import create_app
+from vibe.config import Settings
+from vibe.keys import DB, DISPATCHER
+from vibe.plugin_host import build_plugin_manager
+
+FIXTURES = Path(__file__).parent / "fixtures" / "stripe"
+SECRET = "whsec_test_primary_secret"
+ROOT = Path(__file__).resolve().parent.parent
+
+PG_URL = os.environ.get("DATABASE_URL", "")
+ON_POSTGRES = PG_URL.startswith(("postgresql://", "postgres://"))
+postgres_only = pytest.mark.skipif(
+    not ON_POSTGRES, reason="PostgreSQL-only behaviour: set DATABASE_URL=postgresql://... to run it"
+)
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """A fixture event (events/NAME.json), deep-copied so tests can vary it."""
+    return copy.deepcopy(json.loads((FIXTURES / "events" / f"{name}.json").read_text()))
+
+
+def load_data(name: str) -> dict[str, Any]:
+    """A newer-API `data` part (basil-data/NAME.data.json)."""
+    return copy.deepcopy(json.loads((FIXTURES / "basil-data" / f"{name}.data.json").read_text()))
+
+
+def make_event(event_type: str, obj: dict, *, created: int | None = None, event_id: str | None = None,
+               **extra: Any) -> dict[str, Any]:
+    event = {"id": event_id or f"evt_{uuid.uuid4().hex[:24]}", "object": "event", "api_version": "2025-03-31.basil",
+             "created": created or int(time.time()), "livemode": False, "pending_webhooks": 1,
+             "type": event_type, "data": {"object": obj}}
+    event.update(extra)
+    return event
+
+
+@pytest.fixture
+def database_url(tmp_path):
+    """A fresh, empty database for one test."""
+    if not ON_POSTGRES:
+        yield f"sqlite:///{tmp_path / 'vibe.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    conn = psycopg2.connect(PG_URL)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with conn.cursor() as cur:
+        cur.execute("SET lock_timeout = '10s'")
+        cur.execute(f"DROP SCHEMA {schema} CASCADE")
+    conn.close()
+
+
+@pytest.fixture
+def env(database_url, tmp_path) -> dict[str, str]:
+    """The environment a test's service runs with (tests add to it before starting)."""
+    return {
+        "DATABASE_URL": database_url,
+        "VIBE_DATA_DIR": str(tmp_path / "data"),
+        "STRIPE_WEBHOOK_SECRET": SECRET,
+        "STRIPE_PRICE_TIERS": "price_000000000000000000000000=pro,FFBEGINNER_00000000000000=starter",
+        "STRIPE_RETRY_BASE_SECONDS": "0.05",
+        "STRIPE_POLL_SECONDS": "0.05",
+        "LOG_LEVEL": "warning",
+    }
+
+
+class Service:
+    """A running app and its test client, with helpers that speak Stripe's protocol."""
+
+    def __init__(self, client, settings: Settings):
+        self.client = client
+        self.app = client.server.app
+        self.settings = settings
+
+    @property
+    def db(self):
+        return self.app[DB]
+
+    async def post_event(self, event: dict | bytes, *, secret: str = SECRET, timestamp: int | None = None,
+                         headers: dict | None = None):
+        body = event if isinstance(event, bytes) else json.dumps(event).encode()
+        all_headers = {"Stripe-Signature": stripe_signature.sign(body, secret, timestamp),
+                       "Content-Type": "application/json"}
+        all_headers.update(headers or {})
+        data = io.BytesIO(body) if len(body) > 256 * 1024 else body  # aiohttp warns on big raw bytes
+        return await self.client.post("/functions/v1/stripe-webhook", data=data, headers=all_headers)
+
+    async def deliver(self, *events: dict) -> list[dict]:
+        """Post events one by one, expect 200 each, then wait until they are processed."""
+        answers = []
+        for event in events:
+            resp = await self.post_event(event)
+            assert resp.status == 200, await resp.text()
+            answers.append(await resp.json())
+        await self.settle()
+        return answers
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait until no stored event is due for processing."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            due = await self.db.fetchval(
+                "SELECT COUNT(*) FROM stripe_events WHERE status IN ('pending', 'failed', 'waiting') "
+                "AND next_attempt_at <= %s", (time.time(),)
+            )
+            if not due:
+                return
+            self.app[DISPATCHER].wake()
+            await asyncio.sleep(0.02)
+        raise AssertionError("stripe events still due after settle timeout")
+
+    async def event_row(self, event_id: str) -> dict:
+        return await self.db.fetchone("SELECT * FROM stripe_events WHERE id = %s", (event_id,))
+
+    async def user(self, user_id: str) -> dict | None:
+        from vibe.cli_users import user_billing
+
+        return await user_billing(self.db, user_id)
+
+
+@pytest.fixture
+def start_service(env, aiohttp_client) -> Callable[..., Awaitable[Service]]:
+    """`await start_service(extra_plugins=(...), **env_overrides)` -> Service.
+
+    `env` comes before `aiohttp_client` so that the apps stop before the database is dropped.
+    """
+
+    async def start(*, extra_plugins: tuple = (), **overrides: str) -> Service:
+        settings = Settings.from_env({**env, **overrides})
+        pm = build_plugin_manager(settings, extra=extra_plugins)
+        client = await aiohttp_client(create_app(settings, pm=pm))
+        return Service(client, settings)
+
+    return start
+
+
+@pytest.fixture
+async def service(start_service) -> Service:
+    return await start_service()
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")

@@ -1,0 +1,74 @@
+"""The application factory: settings in, a ready aiohttp application out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator
+
+import pluggy
+from aiohttp import web
+
+from . import health, webhooks
+from .config import Settings
+from .database import create_database
+from .dispatcher import Dispatcher
+from .groupcommit import GroupCommitter
+from .inbox import store_events
+from .keys import DB, DISPATCHER, PLUGINS, SETTINGS, STARTED_AT, STRIPE_HANDLERS, STRIPE_INBOX
+from .middlewares import error_middleware, request_id_middleware
+from .migrations import migrate
+from .plugin_host import build_plugin_manager
+from .stripe_registry import collect_stripe_handlers
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    db = create_database(app[SETTINGS])
+    await db.open()
+    app[DB] = db
+    try:
+        await migrate(db)
+        yield
+    finally:
+        await db.close()
+
+
+async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The inbox's group committer and the dispatcher's background loop."""
+    settings = app[SETTINGS]
+    app[STRIPE_INBOX] = GroupCommitter(
+        app[DB], store_events, max_batch=100, concurrency=2 if settings.dialect == "postgresql" else 1,
+        name="stripe-inbox",
+    )
+    dispatcher = Dispatcher(app[DB], app[PLUGINS], app[STRIPE_HANDLERS], settings)
+    app[DISPATCHER] = dispatcher
+    task = asyncio.create_task(dispatcher.run(), name="stripe-dispatcher") if settings.stripe_worker else None
+    try:
+        yield
+    finally:
+        await app[STRIPE_INBOX].close()
+        dispatcher.stop()
+        if task is not None:
+            await asyncio.wait_for(task, timeout=30)
+
+
+def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) -> web.Application:
+    """Build the application. Start-up errors (plugins, handlers) raise here, before serving."""
+    pm = pm or build_plugin_manager(settings)
+    app = web.Application(
+        middlewares=[request_id_middleware, error_middleware],
+        client_max_size=webhooks.MAX_BODY,
+    )
+    app[SETTINGS] = settings
+    app[PLUGINS] = pm
+    app[STARTED_AT] = time.time()
+    app[STRIPE_HANDLERS] = collect_stripe_handlers(pm, settings)
+    app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(stripe_ctx)
+    health.setup_routes(app)
+    webhooks.setup_routes(app)
+    for result in pm.hook.register_routes(app=app):
+        if asyncio.iscoroutine(result):
+            raise TypeError("register_routes implementations must be plain functions")
+    return app
+

@@ -1,0 +1,208 @@
+"""Configuration: one frozen dataclass built from the environment.
+
+Every variable is read here and nowhere else. A missing or malformed value raises
+`ConfigError` with one line naming the variable; the CLI prints that line and exits 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from pathlib import Path
+from typing import Mapping
+
+TIERS = ("free", "starter", "pro", "expert")
+LIVEMODES = ("any", "live", "test")
+ENVIRONMENTS = ("development", "test", "production")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def _str(env: Mapping[str, str], name: str, default: str = "") -> str:
+    return env.get(name, default).strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = _str(env, name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = _str(env, name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _str(env, name).lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _str(env, name, default).lower() or default
+    if value not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str, sep: str = ",") -> tuple[str, ...]:
+    return tuple(part.strip() for part in _str(env, name).split(sep) if part.strip())
+
+
+def _price_tiers(env: Mapping[str, str]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for item in _list(env, "STRIPE_PRICE_TIERS"):
+        key, sep, tier = item.partition("=")
+        tier = tier.strip().lower()
+        if not sep or not key.strip() or tier not in TIERS:
+            raise ConfigError(
+                f"STRIPE_PRICE_TIERS: expected price_or_product_id=tier with tier in "
+                f"{', '.join(TIERS)}, got {item!r}"
+            )
+        mapping[key.strip()] = tier
+    return mapping
+
+
+def _database_url(env: Mapping[str, str], data_dir: Path) -> str:
+    url = _str(env, "DATABASE_URL")
+    if not url:
+        return f"sqlite:///{data_dir / 'vibe.db'}"
+    if url.startswith(("postgresql://", "postgres://")) or url.startswith("sqlite:///"):
+        return url
+    if url == "sqlite://:memory:" or url == "sqlite:///:memory:":
+        return "sqlite:///:memory:"
+    raise ConfigError(
+        f"DATABASE_URL: expected postgresql://... or sqlite:///path, got {url.split('://')[0]!r}://..."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    data_dir: Path = Path("var")
+    database_url: str = "sqlite:///var/vibe.db"
+    max_db_connections: int = 20
+    db_idle_timeout_ms: int = 30000
+    db_connection_timeout_ms: int = 10000
+    db_connect_retries: int = 3
+
+    supabase_url: str = ""
+    supabase_service_role_key: str = ""
+    stripe_secret_key: str = ""
+    stripe_webhook_secrets: tuple[str, ...] = ()
+    stripe_webhook_tolerance: int = 300
+    stripe_livemode: str = "any"
+    stripe_price_tiers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    stripe_max_attempts: int = 8
+    stripe_retry_base_seconds: float = 2.0
+    stripe_retry_max_seconds: float = 3600.0
+    stripe_wait_timeout_seconds: float = 7 * 86400.0
+    stripe_poll_seconds: float = 1.0
+    stripe_extra_event_types: tuple[str, ...] = ()
+    stripe_worker: bool = True
+    referral_commission_rate: float = 0.20
+
+    email_service_url: str = ""
+    email_service_key: str = ""
+    sentry_dsn: str = ""
+    admin_email: str = ""
+    alert_webhook: str = ""
+    check_interval: int = 60
+
+    plugin_dirs: tuple[str, ...] = ()
+    disabled_plugins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite" if self.database_url.startswith("sqlite:") else "postgresql"
+
+    @property
+    def sqlite_path(self) -> str:
+        return self.database_url[len("sqlite:///"):]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        data_dir = Path(_str(env, "VIBE_DATA_DIR", "var") or "var")
+        rate = _float(env, "REFERRAL_COMMISSION_RATE", 0.20)
+        if rate > 1:
+            raise ConfigError(f"REFERRAL_COMMISSION_RATE: expected a fraction from 0 to 1, got {rate}")
+        return cls(
+            env=_choice(env, "VIBE_ENV", "development", ENVIRONMENTS),
+            data_dir=data_dir,
+            database_url=_database_url(env, data_dir),
+            max_db_connections=_int(env, "MAX_DB_CONNECTIONS", 20, minimum=1),
+            db_idle_timeout_ms=_int(env, "DB_IDLE_TIMEOUT", 30000, minimum=1),
+            db_connection_timeout_ms=_int(env, "DB_CONNECTION_TIMEOUT", 10000, minimum=1),
+            db_connect_retries=_int(env, "DB_CONNECT_RETRIES", 3),
+            supabase_url=_str(env, "SUPABASE_URL").rstrip("/"),
+            supabase_service_role_key=_str(env, "SUPABASE_SERVICE_ROLE_KEY"),
+            stripe_secret_key=_str(env, "STRIPE_SECRET_KEY"),
+            stripe_webhook_secrets=_list(env, "STRIPE_WEBHOOK_SECRET"),
+            stripe_webhook_tolerance=_int(env, "STRIPE_WEBHOOK_TOLERANCE", 300, minimum=1),
+            stripe_livemode=_choice(env, "STRIPE_LIVEMODE", "any", LIVEMODES),
+            stripe_price_tiers=_price_tiers(env),
+            stripe_max_attempts=_int(env, "STRIPE_MAX_ATTEMPTS", 8, minimum=1),
+            stripe_retry_base_seconds=_float(env, "STRIPE_RETRY_BASE_SECONDS", 2.0),
+            stripe_retry_max_seconds=_float(env, "STRIPE_RETRY_MAX_SECONDS", 3600.0),
+            stripe_wait_timeout_seconds=_float(env, "STRIPE_WAIT_TIMEOUT_SECONDS", 7 * 86400.0),
+            stripe_poll_seconds=_float(env, "STRIPE_POLL_SECONDS", 1.0, minimum=0.01),
+            stripe_extra_event_types=_list(env, "STRIPE_EXTRA_EVENT_TYPES"),
+            stripe_worker=_bool(env, "VIBE_STRIPE_WORKER", True),
+            referral_commission_rate=rate,
+            email_service_url=_str(env, "EMAIL_SERVICE_URL"),
+            email_service_key=_str(env, "EMAIL_SERVICE_KEY"),
+            sentry_dsn=_str(env, "SENTRY_DSN"),
+            admin_email=_str(env, "ADMIN_EMAIL"),
+            alert_webhook=_str(env, "ALERT_WEBHOOK"),
+            check_interval=_int(env, "CHECK_INTERVAL", 60, minimum=1),
+            plugin_dirs=_list(env, "VIBE_PLUGINS_DIRS", os.pathsep),
+            disabled_plugins=_list(env, "VIBE_DISABLE_PLUGINS"),
+            log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+            log_format=_choice(env, "LOG_FORMAT", "text", ("text", "json")),
+        )
+
+
+def ensure_webhook_secret(settings: Settings) -> tuple[Settings, bool]:
+    """With no STRIPE_WEBHOOK_SECRET, load (or create once) a secret kept in the data folder.
+
+    Returns the settings to use and whether the secret was generated for the embedded default.
+    """
+    if settings.stripe_webhook_secrets:
+        return settings, False
+    path = settings.data_dir / "stripe_webhook_secret"
+    if path.exists():
+        secret = path.read_text().strip()
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = "whsec_" + secrets.token_hex(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret + "\n")
+    return dataclasses.replace(settings, stripe_webhook_secrets=(secret,)), True

@@ -1,0 +1,52 @@
+"""What a domain hook or a Stripe handler is given: the open transaction and a way to announce."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import time
+from typing import Any
+
+import pluggy
+
+from .config import Settings
+from .database import Transaction
+
+
+async def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> list[Any]:
+    """Call every implementation of hook `name`, awaiting the async ones one after another."""
+    results = []
+    for result in getattr(pm.hook, name)(**kwargs):
+        if inspect.isawaitable(result):
+            result = await result
+        results.append(result)
+    return results
+
+
+@dataclasses.dataclass
+class DomainContext:
+    tx: Transaction
+    settings: Settings
+    pm: pluggy.PluginManager
+    now: float = dataclasses.field(default_factory=time.time)
+
+    async def announce(self, hook: str, **kwargs: Any) -> list[Any]:
+        """Run domain hook `hook` in this transaction (e.g. `subscription_changed`)."""
+        return await call_hook(self.pm, hook, ctx=self, **kwargs)
+
+
+@dataclasses.dataclass
+class StripeEventContext(DomainContext):
+    event: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def obj(self) -> dict:
+        return self.event["data"]["object"]
+
+    @property
+    def event_id(self) -> str:
+        return self.event["id"]
+
+    @property
+    def created(self) -> int:
+        return int(self.event["created"])

@@ -1,0 +1,131 @@
+"""One small database interface over two drivers: aiopg (PostgreSQL) and aiosqlite (SQLite).
+
+SQL is written once, PostgreSQL style, with `%s` placeholders. The SQLite adapter translates
+what it must (placeholders, `BIGSERIAL`, `FOR UPDATE [SKIP LOCKED]`). Both adapters offer:
+
+    async with db.transaction() as tx:       # BEGIN ... COMMIT, ROLLBACK on error
+        await tx.execute(sql, params)         # -> rows affected
+        await tx.fetchone(sql, params)        # -> dict | None
+        await tx.fetchall(sql, params)        # -> list[dict]
+        await tx.executemany(sql, seq)
+        async with tx.savepoint(): ...        # a nested unit that can fail alone
+
+and the same four calls on `db` itself, each in its own short transaction.
+
+Driver errors that mean "the database is not there" become `DatabaseUnavailable`, which the
+HTTP layer answers with 503 so that callers (Stripe, SDKs) retry.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import itertools
+import time
+from typing import Any, AsyncIterator, Iterable, Sequence
+
+from .config import Settings
+
+Params = Sequence[Any] | None
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached or refused the work for a transient reason."""
+
+
+class Transaction(abc.ABC):
+    """A connection inside BEGIN ... COMMIT."""
+
+    dialect: str
+    _savepoints = itertools.count(1)
+
+    @abc.abstractmethod
+    async def execute(self, sql: str, params: Params = None) -> int: ...
+
+    @abc.abstractmethod
+    async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None: ...
+
+    async def fetchone(self, sql: str, params: Params = None) -> dict[str, Any] | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, params: Params = None) -> Any:
+        row = await self.fetchone(sql, params)
+        return None if row is None else next(iter(row.values()))
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator["Transaction"]:
+        name = f"sp_{next(self._savepoints)}"
+        await self.execute(f"SAVEPOINT {name}")
+        try:
+            yield self
+        except BaseException:
+            await self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            await self.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        else:
+            await self.execute(f"RELEASE SAVEPOINT {name}")
+
+
+class Database(abc.ABC):
+    """A pool of connections to one database."""
+
+    dialect: str
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]: ...
+
+    @abc.abstractmethod
+    def pool_state(self) -> dict[str, int]:
+        """`size`, `in_use`, `waiting` of the connection pool."""
+
+    async def execute(self, sql: str, params: Params = None) -> int:
+        async with self.transaction() as tx:
+            return await tx.execute(sql, params)
+
+    async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
+        async with self.transaction() as tx:
+            await tx.executemany(sql, seq)
+
+    async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
+        async with self.transaction() as tx:
+            return await tx.fetchall(sql, params)
+
+    async def fetchone(self, sql: str, params: Params = None) -> dict[str, Any] | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, params: Params = None) -> Any:
+        row = await self.fetchone(sql, params)
+        return None if row is None else next(iter(row.values()))
+
+    async def ping(self) -> float:
+        """Round trip of a trivial query, in seconds; raises DatabaseUnavailable."""
+        start = time.perf_counter()
+        await self.fetchall("SELECT 1 AS ok")
+        return time.perf_counter() - start
+
+
+def create_database(settings: Settings) -> Database:
+    if settings.dialect == "sqlite":
+        from .db_sqlite import SqliteDatabase
+
+        return SqliteDatabase(settings.sqlite_path, busy_timeout_ms=settings.db_connection_timeout_ms)
+    from .db_postgres import PostgresDatabase
+
+    return PostgresDatabase(
+        settings.database_url,
+        maxsize=settings.max_db_connections,
+        idle_timeout=settings.db_idle_timeout_ms / 1000,
+        connect_timeout=settings.db_connection_timeout_ms / 1000,
+        connect_retries=settings.db_connect_retries,
+    )

@@ -1,0 +1,147 @@
+"""PostgreSQL adapter: an aiopg pool.
+
+aiopg connections are in autocommit mode; a transaction is an explicit BEGIN ... COMMIT on one
+pooled connection. The pool is sized by MAX_DB_CONNECTIONS, recycles idle connections after
+DB_IDLE_TIMEOUT and waits at most DB_CONNECTION_TIMEOUT for a connection. Opening retries with
+backoff; a connection the server dropped is discarded, and the next request opens a new one, so
+the service recovers on its own when the database comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, AsyncIterator, Iterable, Sequence
+
+import aiopg
+import psycopg2
+
+from .database import Database, DatabaseUnavailable, Params, Transaction
+
+log = logging.getLogger(__name__)
+
+# Errors that mean the server or the connection is gone (as opposed to a bad query).
+_UNAVAILABLE = (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionError, OSError)
+_UNAVAILABLE_CODES = {"57P01", "57P02", "57P03", "53300", "08000", "08003", "08006", "08001", "08004"}
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, psycopg2.Error) and getattr(exc, "pgcode", None) in _UNAVAILABLE_CODES:
+        return True
+    return isinstance(exc, _UNAVAILABLE) and not isinstance(exc, psycopg2.errors.QueryCanceled)
+
+
+class PostgresTransaction(Transaction):
+    dialect = "postgresql"
+
+    def __init__(self, cursor: aiopg.Cursor):
+        self._cur = cursor
+
+    async def execute(self, sql: str, params: Params = None) -> int:
+        await self._cur.execute(sql, params or None)
+        return self._cur.rowcount
+
+    async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
+        cur = self._cur
+        await cur.execute(sql, params or None)
+        if cur.description is None:
+            return []
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in await cur.fetchall()]
+
+    async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
+        # aiopg has no executemany; one round trip per row inside the open transaction.
+        for params in seq:
+            await self._cur.execute(sql, params)
+
+
+class PostgresDatabase(Database):
+    dialect = "postgresql"
+
+    def __init__(self, dsn: str, *, maxsize: int, idle_timeout: float, connect_timeout: float,
+                 connect_retries: int = 3):
+        self.dsn = dsn
+        self.maxsize = maxsize
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.connect_retries = connect_retries
+        self._pool: aiopg.Pool | None = None
+        self._waiting = 0
+
+    async def open(self) -> None:
+        delay = 0.5
+        for attempt in range(self.connect_retries + 1):
+            try:
+                self._pool = await aiopg.create_pool(
+                    self.dsn, minsize=1, maxsize=self.maxsize, timeout=self.connect_timeout + 60,
+                    pool_recycle=self.idle_timeout, enable_hstore=False, enable_json=False,
+                    enable_uuid=False, connect_timeout=max(1, int(self.connect_timeout)),
+                )
+                return
+            except _UNAVAILABLE as exc:
+                if attempt == self.connect_retries:
+                    raise DatabaseUnavailable(f"postgresql: cannot connect: {exc}".strip()) from exc
+                log.warning("database not reachable (%s); retrying in %.1fs", str(exc).strip(), delay)
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            await self._pool.wait_closed()
+            self._pool = None
+
+    def pool_state(self) -> dict[str, int]:
+        pool = self._pool
+        if pool is None:
+            return {"size": 0, "in_use": 0, "waiting": self._waiting}
+        return {"size": pool.size, "in_use": pool.size - pool.freesize, "waiting": self._waiting}
+
+    async def _acquire(self) -> aiopg.Connection:
+        if self._pool is None:
+            raise DatabaseUnavailable("postgresql: pool is closed")
+        self._waiting += 1
+        try:
+            return await asyncio.wait_for(self._pool.acquire(), self.connect_timeout)
+        except asyncio.TimeoutError as exc:
+            raise DatabaseUnavailable("postgresql: no connection free within DB_CONNECTION_TIMEOUT") from exc
+        except _UNAVAILABLE as exc:
+            raise DatabaseUnavailable(f"postgresql: {exc}".strip()) from exc
+        finally:
+            self._waiting -= 1
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        conn = await self._acquire()
+        broken = False
+        try:
+            cur = await conn.cursor()
+            try:
+                await cur.execute("BEGIN")
+                try:
+                    yield PostgresTransaction(cur)
+                except BaseException:
+                    if not conn.closed:
+                        with contextlib.suppress(*_UNAVAILABLE, psycopg2.Error):
+                            await cur.execute("ROLLBACK")
+                    raise
+                else:
+                    await cur.execute("COMMIT")
+            finally:
+                cur.close()
+        except psycopg2.Error as exc:
+            if _is_unavailable(exc) or conn.closed:
+                broken = True
+                raise DatabaseUnavailable(f"postgresql: {exc}".strip()) from exc
+            raise
+        except _UNAVAILABLE as exc:
+            broken = True
+            raise DatabaseUnavailable(f"postgresql: {exc}".strip()) from exc
+        finally:
+            if not conn.closed and (
+                broken or conn.raw.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE
+            ):
+                conn.close()  # never hand a half-finished transaction to the next caller
+            if self._pool is not None:
+                await self._pool.release(conn)

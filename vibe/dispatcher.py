@@ -1,0 +1,159 @@
+"""Processes stored Stripe events: the only place handlers run.
+
+New events, failed ones whose retry is due, and waiting ones woken by a customer link are all
+rows in `stripe_events` with `next_attempt_at <= now`. The dispatcher claims a batch of them
+(`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several instances share the work), and runs each
+event's handler in a savepoint of the batch's transaction together with the update of the
+event's status: the effects and the status commit together, exactly once.
+
+A failing handler rolls back only its own event, which is marked `failed` with the error and
+retried with exponential backoff and full jitter; after STRIPE_MAX_ATTEMPTS it is `dead`.
+Since all state is in the table, a restart resumes where the last process stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import traceback
+from typing import Any
+
+import pluggy
+
+from .config import Settings
+from .context import StripeEventContext
+from .database import Database, DatabaseUnavailable, Transaction
+from .billing import type_rank
+from .outcomes import EventOutcome, WaitForCustomer
+from .stripe_registry import Handler
+
+log = logging.getLogger(__name__)
+
+DUE_STATUSES = ("pending", "failed", "waiting")
+
+
+class Dispatcher:
+    def __init__(self, db: Database, pm: pluggy.PluginManager, handlers: dict[str, Handler],
+                 settings: Settings, *, batch_size: int = 50):
+        self.db = db
+        self.pm = pm
+        self.handlers = handlers
+        self.settings = settings
+        self.batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._busy = False
+        self.processed = 0
+
+    def wake(self) -> None:
+        """New work was stored: look now rather than at the next poll."""
+        self._wake.set()
+
+    def backoff(self, attempts: int) -> float:
+        """Full-jitter exponential backoff for the `attempts`-th failure."""
+        cap = min(self.settings.stripe_retry_max_seconds,
+                  self.settings.stripe_retry_base_seconds * 2 ** (attempts - 1))
+        return random.uniform(cap / 2, cap)
+
+    async def run(self) -> None:
+        """The background loop (started and stopped by the app's cleanup context)."""
+        failures = 0
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.settings.stripe_poll_seconds)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                while not self._stopping and await self.process_due():
+                    pass
+                failures = 0
+            except DatabaseUnavailable as exc:
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                log.warning("dispatcher: database unavailable (%s); next try in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+            except Exception:
+                log.exception("dispatcher: unexpected error; continuing")
+                await asyncio.sleep(1.0)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def process_due(self, limit: int | None = None) -> int:
+        """Claim and process one batch of due events; return how many were claimed."""
+        now = time.time()
+        async with self.db.transaction() as tx:
+            rows = await tx.fetchall(
+                "SELECT id, type, created, payload, status, attempts, received_at FROM stripe_events "
+                "WHERE status IN ('pending', 'failed', 'waiting') AND next_attempt_at <= %s "
+                "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                (now, limit or self.batch_size),
+            )
+            rows.sort(key=lambda r: (int(r["created"]), type_rank(r["type"]), r["received_at"]))
+            for row in rows:
+                await self.process_row(tx, row)
+        self.processed += len(rows)
+        return len(rows)
+
+    async def process_ids(self, event_ids: list[str]) -> list[dict[str, Any]]:
+        """Process the named events now, whatever their status (replay); return their rows."""
+        out = []
+        for event_id in event_ids:
+            async with self.db.transaction() as tx:
+                row = await tx.fetchone(
+                    "SELECT id, type, created, payload, status, attempts, received_at FROM stripe_events "
+                    "WHERE id = %s FOR UPDATE",
+                    (event_id,),
+                )
+                if row is None:
+                    continue
+                row["attempts"] = 0
+                await self.process_row(tx, row)
+            out.append(await self.db.fetchone("SELECT * FROM stripe_events WHERE id = %s", (event_id,)))
+        return out
+
+    async def process_row(self, tx: Transaction, row: dict[str, Any]) -> str:
+        event = json.loads(row["payload"])
+        handler = self.handlers.get(row["type"])
+        now = time.time()
+        ctx = StripeEventContext(tx=tx, settings=self.settings, pm=self.pm, now=now, event=event)
+        status, note, error, next_at, waiting_for = "processed", None, None, None, None
+        attempts = int(row["attempts"])
+        try:
+            async with tx.savepoint():
+                if handler is None:
+                    status, note = "ignored", "no handler for this event type"
+                else:
+                    note = await handler(ctx)
+                await ctx.announce("stripe_event_processed", event=event, outcome=status)
+        except WaitForCustomer as wait:
+            status, note, waiting_for = "waiting", str(wait), wait.customer_id
+            if now - float(row["received_at"]) > self.settings.stripe_wait_timeout_seconds:
+                status, error = "dead", f"gave up: {wait}"
+            else:
+                next_at = now + min(60.0, self.settings.stripe_retry_max_seconds)
+        except EventOutcome as outcome:
+            status, note = outcome.status, str(outcome) or None
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:  # the handler failed: retry later, from the stored row
+            attempts += 1
+            error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
+            if attempts >= self.settings.stripe_max_attempts:
+                status = "dead"
+                log.error("stripe event %s (%s) dead after %d attempts: %s", row["id"], row["type"], attempts, error)
+            else:
+                status, next_at = "failed", now + self.backoff(attempts)
+                log.warning("stripe event %s (%s) failed (attempt %d): %s", row["id"], row["type"], attempts, error)
+        await tx.execute(
+            "UPDATE stripe_events SET status = %s, attempts = %s, next_attempt_at = %s, waiting_for = %s, "
+            "last_error = %s, note = %s, processed_at = %s WHERE id = %s",
+            (status, attempts, next_at, waiting_for, error, None if note is None else str(note)[:2000],
+             now, row["id"]),
+        )
+        return status

@@ -1,0 +1,27 @@
+"""Every piece of application state, as typed `web.AppKey`s. Nothing else is stored on the app."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+from aiohttp import web
+
+from .config import Settings
+from .database import Database
+
+if TYPE_CHECKING:
+    from .dispatcher import Dispatcher
+    from .groupcommit import GroupCommitter
+    from .stripe_registry import Handler
+
+SETTINGS = web.AppKey("settings", Settings)
+DB = web.AppKey("db", Database)
+PLUGINS = web.AppKey("plugins", pluggy.PluginManager)
+STARTED_AT = web.AppKey("started_at", float)
+STRIPE_HANDLERS = web.AppKey("stripe_handlers", dict[str, "Handler"])
+STRIPE_INBOX = web.AppKey("stripe_inbox", "GroupCommitter")
+DISPATCHER = web.AppKey("dispatcher", "Dispatcher")
+
+# Per-request state.
+REQUEST_ID = web.RequestKey("request_id", str)
