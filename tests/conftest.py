@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable
 import psycopg2
 import pytest
 
+import tokens
 from vibe import stripe_signature
 from vibe.app import create_app
 from vibe.config import Settings
@@ -85,6 +86,7 @@ def env(database_url, tmp_path) -> dict[str, str]:
         "STRIPE_RETRY_BASE_SECONDS": "0.05",
         "STRIPE_POLL_SECONDS": "0.05",
         "LOG_LEVEL": "warning",
+        "SUPABASE_JWT_SECRET": tokens.JWT_SECRET,
     }
 
 

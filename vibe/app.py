@@ -6,16 +6,19 @@ import asyncio
 import time
 from typing import AsyncIterator
 
+import aiohttp
 import pluggy
 from aiohttp import web
 
 from . import health, webhooks
+from .auth import JwksCache, TokenVerifier
 from .config import Settings
 from .database import create_database
 from .dispatcher import Dispatcher
 from .groupcommit import GroupCommitter
 from .inbox import store_events
-from .keys import DB, DISPATCHER, PLUGINS, SETTINGS, STARTED_AT, STRIPE_HANDLERS, STRIPE_INBOX
+from .keys import (DB, DISPATCHER, HTTP_SESSION, PLUGINS, SETTINGS, STARTED_AT, STRIPE_HANDLERS, STRIPE_INBOX,
+                   TOKEN_VERIFIER)
 from .middlewares import error_middleware, request_id_middleware
 from .migrations import migrate
 from .plugin_host import build_plugin_manager
@@ -31,6 +34,19 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await db.close()
+
+
+async def http_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One shared HTTP client session (JWKS, email API, alerts) and the token verifier."""
+    settings = app[SETTINGS]
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    app[HTTP_SESSION] = session
+    jwks = JwksCache(settings.supabase_jwks_url, lambda: session) if settings.supabase_jwks_url else None
+    app[TOKEN_VERIFIER] = TokenVerifier(settings, jwks)
+    try:
+        yield
+    finally:
+        await session.close()
 
 
 async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -63,6 +79,7 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     app[PLUGINS] = pm
     app[STARTED_AT] = time.time()
     app[STRIPE_HANDLERS] = collect_stripe_handlers(pm, settings)
+    app.cleanup_ctx.append(http_ctx)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(stripe_ctx)
     health.setup_routes(app)

@@ -112,6 +112,10 @@ class Settings:
 
     supabase_url: str = ""
     supabase_service_role_key: str = ""
+    supabase_jwt_secret: str = ""
+    supabase_jwks_url: str = ""
+    jwt_issuer: str = ""
+    jwt_leeway_seconds: int = 10
     stripe_secret_key: str = ""
     stripe_webhook_secrets: tuple[str, ...] = ()
     stripe_webhook_tolerance: int = 300
@@ -163,6 +167,11 @@ class Settings:
             db_connect_retries=_int(env, "DB_CONNECT_RETRIES", 3),
             supabase_url=_str(env, "SUPABASE_URL").rstrip("/"),
             supabase_service_role_key=_str(env, "SUPABASE_SERVICE_ROLE_KEY"),
+            supabase_jwt_secret=_str(env, "SUPABASE_JWT_SECRET"),
+            supabase_jwks_url=_str(env, "SUPABASE_JWKS_URL")
+            or (f"{_str(env, 'SUPABASE_URL').rstrip('/')}/auth/v1/.well-known/jwks.json" if _str(env, "SUPABASE_URL") else ""),
+            jwt_issuer=_str(env, "JWT_ISSUER"),
+            jwt_leeway_seconds=_int(env, "JWT_LEEWAY_SECONDS", 10),
             stripe_secret_key=_str(env, "STRIPE_SECRET_KEY"),
             stripe_webhook_secrets=_list(env, "STRIPE_WEBHOOK_SECRET"),
             stripe_webhook_tolerance=_int(env, "STRIPE_WEBHOOK_TOLERANCE", 300, minimum=1),

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from .groupcommit import GroupCommitter
     from .stripe_registry import Handler
 
+import aiohttp
+
+from .auth import Principal, TokenVerifier
+
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", Database)
 PLUGINS = web.AppKey("plugins", pluggy.PluginManager)
@@ -23,5 +27,9 @@ STRIPE_HANDLERS = web.AppKey("stripe_handlers", dict[str, "Handler"])
 STRIPE_INBOX = web.AppKey("stripe_inbox", "GroupCommitter")
 DISPATCHER = web.AppKey("dispatcher", "Dispatcher")
 
+HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
+TOKEN_VERIFIER = web.AppKey("token_verifier", TokenVerifier)
+
 # Per-request state.
 REQUEST_ID = web.RequestKey("request_id", str)
+PRINCIPAL = web.RequestKey("principal", Principal)
