@@ -11,6 +11,7 @@ from .config import Settings
 from .database import Database
 
 if TYPE_CHECKING:
+    from .analytics_ingest import AnalyticsState
     from .dispatcher import Dispatcher
     from .groupcommit import GroupCommitter
     from .stripe_registry import Handler
@@ -33,3 +34,6 @@ TOKEN_VERIFIER = web.AppKey("token_verifier", TokenVerifier)
 # Per-request state.
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
+
+# -- analytics (issue 4)
+ANALYTICS = web.AppKey("analytics", "AnalyticsState")
