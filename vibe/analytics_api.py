@@ -87,6 +87,17 @@ async def get_business(request: web.Request) -> web.Response:
                                           lambda: queries.business(db, start, end)))
 
 
+async def get_rollup(request: web.Request) -> web.Response:
+    await require(request, "admin", "service")
+    kind = request.match_info["kind"]
+    if kind not in queries.ROLLUPS:
+        raise ApiError(404, "not_found", f"No aggregate {kind!r}; try {', '.join(queries.ROLLUPS)}.")
+    start, end = time_range(request)
+    db = request.app[DB]
+    return web.json_response(await cached(request, ("rollup", kind, start, end), "events",
+                                          lambda: queries.rollup(db, kind, start, end)))
+
+
 async def get_funnel(request: web.Request) -> web.Response:
     await require(request, "admin", "service")
     steps = [s.strip() for s in request.query.get("steps", "").split(",")]
@@ -143,6 +154,7 @@ def setup_routes(app: web.Application, prefix: str) -> None:
     app.router.add_get(prefix + "/metrics", get_metrics)
     app.router.add_get(prefix + "/business", get_business)
     app.router.add_get(prefix + "/funnel", get_funnel)
+    app.router.add_get(prefix + "/aggregates/{kind}", get_rollup)
     app.router.add_get(prefix + "/journey/{user_id}", get_journey)
     app.router.add_get(prefix + "/users/{user_id}/events", export)
     app.router.add_delete(prefix + "/users/{user_id}", forget)

@@ -118,7 +118,7 @@ def parse_time(value: Any, field: str) -> float:
         seconds = parsed.timestamp()
     else:
         raise EventInvalid(field, f"{field} must be an ISO 8601 time or Unix seconds")
-    if not math.isfinite(seconds) or not 0 < seconds < 32503680000:  # year 3000
+    if not math.isfinite(seconds) or not 0 <= seconds < 32503680000:  # year 3000
         raise EventInvalid(field, f"{field} is out of range")
     return seconds
 

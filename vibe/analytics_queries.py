@@ -75,15 +75,36 @@ async def metrics(db: Database, name: str, start: float, end: float, granularity
     return {"name": name, "interval": granularity, "series": series}
 
 
-async def table_series(db: Database, table: str, key: str, start: float, end: float,
-                       sums: Sequence[str]) -> list[dict[str, Any]]:
-    """Per-key sums of a daily rollup table over [start, end)."""
-    cols = ", ".join(f"SUM({s}) AS {s}" for s in sums)
+# The rollups other than counts, by the name the read API gives them: (table, group by, sums).
+ROLLUPS = {
+    "pages": ("analytics_page_views", ("path",), ("n",)),
+    "workshops": ("analytics_workshop_completions", ("workshop_id",),
+                  ("n", "scored", "score_sum", "timed", "duration_sum")),
+    "revenue": ("analytics_revenue", ("day", "tier", "currency"), ("amount", "payments")),
+    "business-metrics": ("analytics_business_metrics", ("name",), ("n", "total")),
+}
+
+
+async def rollup(db: Database, kind: str, start: float, end: float) -> dict[str, Any]:
+    """Sums of a daily rollup table over the days in [start, end), grouped as ROLLUPS says."""
+    table, keys, sums = ROLLUPS[kind]
+    group = ", ".join(keys)
     rows = await db.fetchall(
-        f"SELECT {key}, {cols} FROM {table} WHERE day >= %s AND day < %s GROUP BY {key} ORDER BY {key}",
+        f"SELECT {group}, {', '.join(f'SUM({s}) AS {s}' for s in sums)} FROM {table} "
+        f"WHERE day >= %s AND day < %s GROUP BY {group} ORDER BY {group}",
         (bucket(start, "day"), end),
     )
-    return [{k: (float(v) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+    out = []
+    for row in rows:
+        item = {k: row[k] for k in keys}
+        item.update({s: float(row[s]) if s in ("score_sum", "duration_sum", "total") else int(row[s]) for s in sums})
+        if kind == "workshops":
+            scored, timed = item.pop("scored"), item.pop("timed")
+            score_sum, duration_sum = item.pop("score_sum"), item.pop("duration_sum")
+            item["average_score"] = round(score_sum / scored, 2) if scored else None
+            item["average_duration"] = round(duration_sum / timed, 2) if timed else None
+        out.append(item)
+    return {"kind": kind, "from": start, "to": end, "rows": out}
 
 
 async def business(db: Database, start: float, end: float) -> dict[str, Any]:
