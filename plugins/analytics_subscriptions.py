@@ -64,7 +64,8 @@ async def record(ctx, message_id, user_id, ts, properties, anonymous_id=None):
 
 @hookimpl
 async def subscription_changed(ctx, user_id, change):
-    await record(ctx, f"subscription:{change.get('event_id')}:{change.get('subscription_id')}", user_id, ctx.now, {
+    when = float(getattr(ctx, "created", ctx.now))  # the Stripe event's time when a Stripe event caused it
+    await record(ctx, f"subscription:{change.get('event_id')}:{change.get('subscription_id')}", user_id, when, {
         "action": action_of(change), "tier": change.get("tier") or "free", "old_tier": change.get("old_tier"),
         "status": change.get("status"), "old_status": change.get("old_status"),
         "amount": int(change.get("amount") or 0), "currency": (change.get("currency") or "").lower(),
