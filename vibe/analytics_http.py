@@ -40,7 +40,8 @@ async def track(request: web.Request) -> web.Response:
     if sender.kind not in endpoint.senders:
         raise ApiError(403, "sender_not_allowed",
                        f"{endpoint.name} events may be sent by: {', '.join(sorted(endpoint.senders))}.")
-    body = parse_json(await read_body(request))
+    raw_body = await read_body(request)
+    body = parse_json(raw_body)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_body", "The body must be one event object or {\"batch\": [...]}.")
     is_batch = "batch" in body
@@ -60,7 +61,8 @@ async def track(request: web.Request) -> web.Response:
     else:
         raw_events = [body]
     check_identity(raw_events, sender)
-    results, stored = await ingest(request, [(endpoint, raw) for raw in raw_events], sender, batch_sent_at)
+    results, stored = await ingest(request, [(endpoint, raw) for raw in raw_events], sender, batch_sent_at,
+                                   len(raw_body))
     if not stored:
         first = results[0]
         if not is_batch:

@@ -67,7 +67,7 @@ class AnalyticsState:
 
 async def committer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, state = app[SETTINGS], app[ANALYTICS]
-    concurrency = settings.analytics_commit_concurrency or (2 if settings.dialect == "postgresql" else 1)
+    concurrency = settings.analytics_commit_concurrency or (4 if settings.dialect == "postgresql" else 1)
     state.committer = GroupCommitter(
         app[DB], state.flush, max_batch=settings.analytics_batch_events,
         max_wait=settings.analytics_batch_wait_ms / 1000, concurrency=concurrency, name="analytics",
@@ -125,7 +125,7 @@ async def sender_of(request: web.Request) -> Sender:
 
 
 async def ingest(request: web.Request, items: Sequence[tuple[AnalyticsEndpoint, Any]], sender: Sender,
-                 batch_sent_at: float | None) -> tuple[list[dict[str, Any]], int]:
+                 batch_sent_at: float | None, body_size: int) -> tuple[list[dict[str, Any]], int]:
     """Check every (endpoint, event); store the valid ones in one transaction; return a result per
     event and how many were valid."""
     state, settings = request.app[ANALYTICS], request.app[SETTINGS]
@@ -134,7 +134,7 @@ async def ingest(request: web.Request, items: Sequence[tuple[AnalyticsEndpoint, 
     valid: list[Event] = []
     for index, (endpoint, raw) in enumerate(items):
         try:
-            event = parse_event(raw, endpoint, sender, received_at, batch_sent_at)
+            event = parse_event(raw, endpoint, sender, received_at, batch_sent_at, body_size=body_size)
         except EventInvalid as exc:
             results.append({"index": index, "status": "rejected", "field": exc.field, "message": exc.message})
             continue

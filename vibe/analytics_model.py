@@ -154,14 +154,18 @@ def corrected_time(ts: float | None, sent_at: float | None, received_at: float) 
 
 
 def parse_event(raw: Any, endpoint: AnalyticsEndpoint, sender: Sender, received_at: float,
-                batch_sent_at: float | None = None) -> Event:
-    """Check one event of a request; raise EventInvalid naming the field that is wrong."""
+                batch_sent_at: float | None = None, *, body_size: int | None = None) -> Event:
+    """Check one event of a request; raise EventInvalid naming the field that is wrong.
+
+    `body_size`: the request body's size; when it is within MAX_EVENT_BYTES no event can exceed
+    the limit and the per-event size check is skipped."""
     if not isinstance(raw, dict):
         raise EventInvalid("event", "an event must be a JSON object")
     unknown = sorted(set(raw) - ENVELOPE)
     if unknown:
         raise EventInvalid(unknown[0], f"unknown field {unknown[0]!r}; properties go in 'properties'")
-    if len(json.dumps(raw, separators=(",", ":"))) > MAX_EVENT_BYTES:
+    if (body_size is None or body_size > MAX_EVENT_BYTES) and \
+            len(json.dumps(raw, separators=(",", ":"))) > MAX_EVENT_BYTES:
         raise EventInvalid("event", f"an event is limited to {MAX_EVENT_BYTES} bytes of JSON")
     if endpoint.event is None:
         name = check_name(raw.get("event"))

@@ -73,7 +73,8 @@ def to_event(msg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 async def batch(request: web.Request) -> web.Response:
-    body = parse_json(await read_body(request))
+    raw_body = await read_body(request)
+    body = parse_json(raw_body)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_body", "The body must be a JSON object.")
     single = request.match_info.get("type")
@@ -103,7 +104,7 @@ async def batch(request: web.Request) -> web.Response:
             continue
         items.append((index, (endpoints[name], {k: v for k, v in event.items() if v is not None})))
     counts = {"accepted": 0, "duplicate": 0}
-    results, _ = await ingest(request, [item for _, item in items], Sender("server"), sent_at)
+    results, _ = await ingest(request, [item for _, item in items], Sender("server"), sent_at, len(raw_body))
     for (index, _), result in zip(items, results):
         if result["status"] == "rejected":
             rejected.append({"index": index, "field": result["field"], "message": result["message"]})
