@@ -11,11 +11,9 @@ async def checkout_completed(ctx):
     customer_id = billing.object_id(session.get("customer"))
     email = (session.get("customer_details") or {}).get("email") or session.get("customer_email")
     user_id = session.get("client_reference_id") or (session.get("metadata") or {}).get("user_id")
-    if not user_id and not customer_id:
-        user_id = await billing.user_by_email(ctx.tx, email)
-        if not user_id:
-            raise EventIgnored("no client_reference_id, metadata.user_id, customer or known email")
     user_id = await billing.resolve_user(ctx, customer_id, user_id=user_id, email=email)
+    if not user_id:
+        raise EventIgnored("no client_reference_id, metadata.user_id, customer or known email")
     subscription_id = billing.object_id(session.get("subscription"))
     if subscription_id:
         await billing.update_profile(ctx, user_id, {"stripe_subscription_id": subscription_id})

@@ -58,9 +58,9 @@ async def _mark_past_due(ctx, user_id, subscription_id):
         (ctx.now, subscription_id),
     )
     profile = await billing.get_profile(ctx.tx, user_id)
-    if profile["stripe_subscription_id"] in (None, subscription_id) and profile["subscription_status"] in (
-        "active", "trialing", None
-    ) and (updated or version is None):
+    if (updated or profile["stripe_subscription_id"] == subscription_id) and profile["subscription_status"] in (
+        "active", "trialing"
+    ):
         await billing.update_profile(ctx, user_id, {"subscription_status": "past_due"})
         await ctx.announce("subscription_changed", user_id=user_id, change={
             "subscription_id": subscription_id, "old_tier": profile["tier"], "tier": profile["tier"],

@@ -138,6 +138,15 @@ class Service:
     async def event_row(self, event_id: str) -> dict:
         return await self.db.fetchone("SELECT * FROM stripe_events WHERE id = %s", (event_id,))
 
+    async def wait_status(self, event_id: str, *statuses: str, timeout: float = 10.0) -> dict:
+        """Wait until the event reaches one of `statuses` (retries happen on their own)."""
+        async def reached() -> bool:
+            row = await self.event_row(event_id)
+            return row is not None and row["status"] in statuses
+
+        await wait_until(reached, timeout)
+        return await self.event_row(event_id)
+
     async def user(self, user_id: str) -> dict | None:
         from vibe.cli_users import user_billing
 

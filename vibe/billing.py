@@ -134,11 +134,13 @@ async def link_customer(ctx: StripeEventContext, user_id: str, customer_id: str,
 
 async def resolve_user(ctx: StripeEventContext, customer_id: str | None, *,
                        user_id: str | None = None, email: str | None = None) -> str | None:
-    """The user an event is about: the customer's link, else the user id the event names
-    (creating the profile and the link), else None when there is no customer to wait for."""
+    """The user an event is about: the customer's link; else the user id the event names, or a
+    profile with the event's email (creating the profile and the link as needed); else None when
+    there is no customer, or WaitForCustomer until a later event links it."""
     linked = await user_for_customer(ctx.tx, customer_id)
     if linked:
         return linked
+    user_id = user_id or await user_by_email(ctx.tx, email)
     if user_id:
         await ensure_profile(ctx, user_id, email=email)
         if customer_id:

@@ -62,10 +62,7 @@ class Dispatcher:
         """The background loop (started and stopped by the app's cleanup context)."""
         failures = 0
         while not self._stopping:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.stripe_poll_seconds)
-            except asyncio.TimeoutError:
-                pass
+            await self._pause(self.settings.stripe_poll_seconds)
             self._wake.clear()
             try:
                 while not self._stopping and await self.process_due():
@@ -75,10 +72,17 @@ class Dispatcher:
                 failures += 1
                 delay = min(30.0, 0.5 * 2 ** min(failures, 6))
                 log.warning("dispatcher: database unavailable (%s); next try in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+                await self._pause(delay)
             except Exception:
                 log.exception("dispatcher: unexpected error; continuing")
-                await asyncio.sleep(1.0)
+                await self._pause(1.0)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, unless new work (a stored event: the database is back) wakes us first."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     def stop(self) -> None:
         self._stopping = True
