@@ -111,25 +111,45 @@ class PostgresDatabase(Database):
         finally:
             self._waiting -= 1
 
+    async def _release(self, conn: aiopg.Connection, broken: bool = False) -> None:
+        if not conn.closed and (
+            broken or conn.raw.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        ):
+            conn.close()  # never hand a broken or half-finished transaction to the next caller
+        if self._pool is not None:
+            await self._pool.release(conn)
+
+    async def _begin(self) -> tuple[aiopg.Connection, aiopg.Cursor]:
+        """A pooled connection inside BEGIN. A pooled connection the server dropped while idle
+        (a restart, pg_terminate_backend) fails here, before any work: it is replaced once."""
+        for attempt in (1, 2):
+            conn = await self._acquire()
+            try:
+                cur = await conn.cursor()
+                await cur.execute("BEGIN")
+                return conn, cur
+            except (psycopg2.Error, *_UNAVAILABLE) as exc:
+                await self._release(conn, broken=True)
+                if not (_is_unavailable(exc) or conn.closed):
+                    raise
+                if attempt == 2:
+                    raise DatabaseUnavailable(f"postgresql: {exc}".strip()) from exc
+        raise AssertionError("unreachable")
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        conn = await self._acquire()
+        conn, cur = await self._begin()
         broken = False
         try:
-            cur = await conn.cursor()
             try:
-                await cur.execute("BEGIN")
-                try:
-                    yield PostgresTransaction(cur)
-                except BaseException:
-                    if not conn.closed:
-                        with contextlib.suppress(*_UNAVAILABLE, psycopg2.Error):
-                            await cur.execute("ROLLBACK")
-                    raise
-                else:
-                    await cur.execute("COMMIT")
-            finally:
-                cur.close()
+                yield PostgresTransaction(cur)
+            except BaseException:
+                if not conn.closed:
+                    with contextlib.suppress(*_UNAVAILABLE, psycopg2.Error):
+                        await cur.execute("ROLLBACK")
+                raise
+            else:
+                await cur.execute("COMMIT")
         except psycopg2.Error as exc:
             if _is_unavailable(exc) or conn.closed:
                 broken = True
@@ -139,9 +159,5 @@ class PostgresDatabase(Database):
             broken = True
             raise DatabaseUnavailable(f"postgresql: {exc}".strip()) from exc
         finally:
-            if not conn.closed and (
-                broken or conn.raw.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE
-            ):
-                conn.close()  # never hand a half-finished transaction to the next caller
-            if self._pool is not None:
-                await self._pool.release(conn)
+            cur.close()
+            await self._release(conn, broken)
