@@ -26,6 +26,10 @@ _UNAVAILABLE = (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionEr
 _UNAVAILABLE_CODES = {"57P01", "57P02", "57P03", "53300", "08000", "08003", "08006", "08001", "08004"}
 
 
+def _oneline(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, psycopg2.Error) and getattr(exc, "pgcode", None) in _UNAVAILABLE_CODES:
         return True
@@ -81,8 +85,8 @@ class PostgresDatabase(Database):
                 return
             except _UNAVAILABLE as exc:
                 if attempt == self.connect_retries:
-                    raise DatabaseUnavailable(f"postgresql: cannot connect: {exc}".strip()) from exc
-                log.warning("database not reachable (%s); retrying in %.1fs", str(exc).strip(), delay)
+                    raise DatabaseUnavailable(f"postgresql: cannot connect: {_oneline(exc)}") from exc
+                log.warning("database not reachable (%s); retrying in %.1fs", _oneline(exc), delay)
                 await asyncio.sleep(delay)
                 delay *= 2
 
@@ -107,7 +111,7 @@ class PostgresDatabase(Database):
         except asyncio.TimeoutError as exc:
             raise DatabaseUnavailable("postgresql: no connection free within DB_CONNECTION_TIMEOUT") from exc
         except _UNAVAILABLE as exc:
-            raise DatabaseUnavailable(f"postgresql: {exc}".strip()) from exc
+            raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
         finally:
             self._waiting -= 1
 
@@ -133,7 +137,7 @@ class PostgresDatabase(Database):
                 if not (_is_unavailable(exc) or conn.closed):
                     raise
                 if attempt == 2:
-                    raise DatabaseUnavailable(f"postgresql: {exc}".strip()) from exc
+                    raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
         raise AssertionError("unreachable")
 
     @contextlib.asynccontextmanager
@@ -153,11 +157,11 @@ class PostgresDatabase(Database):
         except psycopg2.Error as exc:
             if _is_unavailable(exc) or conn.closed:
                 broken = True
-                raise DatabaseUnavailable(f"postgresql: {exc}".strip()) from exc
+                raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
             raise
         except _UNAVAILABLE as exc:
             broken = True
-            raise DatabaseUnavailable(f"postgresql: {exc}".strip()) from exc
+            raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
         finally:
             cur.close()
             await self._release(conn, broken)

@@ -34,7 +34,7 @@ async def record_payment(ctx: StripeEventContext, *, dedupe_key: str, status: st
     """Insert the payment unless its key exists (then fill in what was missing).
 
     Returns the row and whether it is new; a new row is announced with `payment_succeeded` or
-    `payment_failed`.
+    `payment_failed` (other statuses, such as a plugin's `refunded`, are announced by no one).
     """
     values = {name: None for name in PAYMENT_COLUMNS}
     values.update(ids)
@@ -55,8 +55,9 @@ async def record_payment(ctx: StripeEventContext, *, dedupe_key: str, status: st
                 f"UPDATE payments SET {assignments} WHERE dedupe_key = %s", (*fills.values(), dedupe_key)
             )
     row = await ctx.tx.fetchone("SELECT * FROM payments WHERE dedupe_key = %s", (dedupe_key,))
-    if inserted:
-        await ctx.announce("payment_succeeded" if status == "succeeded" else "payment_failed", payment=row)
+    hook = {"succeeded": "payment_succeeded", "failed": "payment_failed"}.get(status)
+    if inserted and hook:
+        await ctx.announce(hook, payment=row)
     return row, bool(inserted)
 
 
