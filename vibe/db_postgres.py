@@ -55,9 +55,11 @@ class PostgresTransaction(Transaction):
         return [dict(zip(names, row)) for row in await cur.fetchall()]
 
     async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
-        # aiopg has no executemany; one round trip per row inside the open transaction.
-        for params in seq:
-            await self._cur.execute(sql, params)
+        # aiopg has no executemany. psycopg2 binds parameters on the client, so the statements
+        # are bound one by one and sent together: one round trip for the whole batch.
+        bound = [self._cur.mogrify(sql, params) for params in seq]
+        if bound:
+            await self._cur.execute(b";".join(bound))
 
 
 class PostgresDatabase(Database):
