@@ -9,7 +9,7 @@ from vibe.analytics_model import AnalyticsEndpoint
 from vibe.app import create_app
 from vibe.config import Settings
 from vibe.hookspecs import hookimpl
-from vibe.plugin_host import build_plugin_manager
+from vibe.plugin_host import PluginError, build_plugin_manager
 
 EXAMPLE = str(ROOT / "examples" / "analytics_plugin")
 
@@ -49,7 +49,7 @@ class Duplicate:
 
 def test_a_duplicate_endpoint_is_a_start_up_error(env):
     settings = Settings.from_env(env)
-    with pytest.raises(ValueError, match="page-view"):
+    with pytest.raises(PluginError, match="page-view"):
         create_app(settings, pm=build_plugin_manager(settings, extra=(Duplicate(),)))
 
 

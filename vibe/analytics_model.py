@@ -205,15 +205,17 @@ def parse_event(raw: Any, endpoint: AnalyticsEndpoint, sender: Sender, received_
 
 def collect_endpoints(pm, settings) -> dict[str, AnalyticsEndpoint]:
     """Every endpoint the plugins register, by name; a duplicate name is a start-up error."""
+    from .plugin_host import PluginError
+
     found: dict[str, AnalyticsEndpoint] = {}
     for result in pm.hook.register_analytics_endpoints(settings=settings):
         items = result if isinstance(result, (list, tuple)) else [result]
         for endpoint in items:
             if not isinstance(endpoint, AnalyticsEndpoint):
-                raise TypeError(f"register_analytics_endpoints returned {type(endpoint).__name__}, "
-                                "expected AnalyticsEndpoint")
+                raise PluginError(f"register_analytics_endpoints returned {type(endpoint).__name__}, "
+                                  "expected AnalyticsEndpoint")
             if endpoint.name in found:
-                raise ValueError(f"two plugins register the analytics endpoint {endpoint.name!r}")
+                raise PluginError(f"two plugins register the analytics endpoint {endpoint.name!r}")
             found[endpoint.name] = endpoint
     return found
 
