@@ -77,7 +77,7 @@ def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
     app[ANALYTICS] = AnalyticsState(
         endpoints=collect_endpoints(app[PLUGINS], settings),
-        cache=QueryCache(ttl=settings.analytics_cache_ttl) if settings.analytics_cache_ttl else QueryCache(maxsize=1),
+        cache=QueryCache(ttl=settings.analytics_cache_ttl),
     )
     app.cleanup_ctx.append(committer_ctx)
     app.cleanup_ctx.append(jobs_ctx)

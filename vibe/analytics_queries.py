@@ -29,7 +29,8 @@ class QueryCache:
     """
 
     def __init__(self, maxsize: int = 1024, ttl: float = 60.0):
-        self._entries: cachetools.TTLCache = cachetools.TTLCache(maxsize=maxsize, ttl=ttl)
+        self.ttl = ttl  # 0: keep nothing
+        self._entries: cachetools.TTLCache = cachetools.TTLCache(maxsize=maxsize, ttl=max(ttl, 1.0))
         self._tags: dict[str, set[Hashable]] = {}
 
     def get(self, key: Hashable) -> Any | None:
@@ -37,6 +38,8 @@ class QueryCache:
         return None if entry is None else entry[0]
 
     def set(self, key: Hashable, value: Any, tags: Sequence[str] = ()) -> None:
+        if self.ttl <= 0:
+            return
         self._entries[key] = (value, tuple(tags))
         for tag in tags:
             self._tags.setdefault(tag, set()).add(key)
