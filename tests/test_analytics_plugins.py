@@ -5,10 +5,11 @@ import pytest
 import tokens
 from analytics_support import WRITE_KEY, browser, post, stored
 from conftest import ROOT
-from vibe.analytics_model import AnalyticsEndpoint
+from vibe.analytics_model import AnalyticsEndpoint, collect_endpoints
 from vibe.app import create_app
 from vibe.config import Settings
 from vibe.hookspecs import hookimpl
+from vibe.keys import ANALYTICS
 from vibe.plugin_host import PluginError, build_plugin_manager
 
 EXAMPLE = str(ROOT / "examples" / "analytics_plugin")
@@ -16,8 +17,6 @@ EXAMPLE = str(ROOT / "examples" / "analytics_plugin")
 
 async def test_the_example_plugin_adds_a_seventh_endpoint(start_service):
     service = await start_service(ANALYTICS_WRITE_KEY=WRITE_KEY, VIBE_PLUGINS_DIRS=EXAMPLE)
-    from vibe.keys import ANALYTICS
-
     assert sorted(service.app[ANALYTICS].endpoints) == [
         "business-metric", "event", "lesson-feedback", "page-view", "subscription-event", "user-behavior",
         "workshop-completion"]
@@ -36,8 +35,6 @@ async def test_the_example_plugin_adds_a_seventh_endpoint(start_service):
 
 def test_without_the_example_there_are_six(env):
     settings = Settings.from_env(env)
-    from vibe.analytics_model import collect_endpoints
-
     assert len(collect_endpoints(build_plugin_manager(settings), settings)) == 6
 
 

@@ -5,7 +5,7 @@ import datetime
 import pytest
 
 import tokens
-from analytics_support import DAY, analytics, at, browser, get, post  # noqa: F401
+from analytics_support import analytics, at, browser, get, post  # noqa: F401
 
 
 def ev(name, who, ts, mid, **extra):
@@ -56,7 +56,7 @@ async def test_a_read_right_after_an_acknowledged_write_sees_it(analytics):
 async def test_metrics_queries_are_checked_and_admin_only(analytics):
     span = {"from": at(0), "to": at(1)}
     for query in ({"interval": "week", **span}, {"from": at(1), "to": at(0)}, {"from": "soon"},
-                  {"name": "bad name!", **span}, {"interval": "hour", "from": 0, "to": at(0)}):
+                  {"name": "x" * 101, **span}, {"interval": "hour", "from": 0, "to": at(0)}):
         assert (await get(analytics, "metrics", status=400, **query))["error"]["code"] == "invalid_query"
     assert (await get(analytics, "metrics", tokens.user_token(), status=403))["error"]["code"] == "forbidden"
     resp = await analytics.client.get("/functions/v1/analytics-tracking/metrics")
@@ -128,7 +128,7 @@ async def test_funnel_counts_users_who_did_the_steps_in_order(analytics):
                                {"step": "pay", "users": 2}]
     outside = await get(analytics, "funnel", steps="visit,signup", **{"from": at(1), "to": at(2)})
     assert outside["steps"] == [{"step": "visit", "users": 0}, {"step": "signup", "users": 0}]
-    for bad in ("visit", ",".join(["s"] * 11), "visit,,pay", "visit,bad step!"):
+    for bad in ("visit", ",".join(["s"] * 11), "visit,,pay", "visit,*"):
         assert (await get(analytics, "funnel", steps=bad, status=400))["error"]["code"] == "invalid_query"
 
 

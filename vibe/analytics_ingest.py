@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
-import logging
 import time
 from typing import Any, AsyncIterator, Sequence
 
@@ -23,9 +22,7 @@ from .auth import principal_of
 from .database import Transaction
 from .errors import ApiError
 from .groupcommit import GroupCommitter
-from .keys import ANALYTICS, DB, PLUGINS, SETTINGS
-
-log = logging.getLogger(__name__)
+from .keys import ANALYTICS, DB, SETTINGS
 
 MAX_BODY = 500 * 1024
 

@@ -28,7 +28,7 @@ SENDERS = frozenset({"user", "anonymous", "server"})
 ENVELOPE = frozenset({"event", "message_id", "timestamp", "sent_at", "user_id", "anonymous_id", "session_id",
                       "properties", "context"})
 _ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII without spaces
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:/-]{0,99}$")
+_NAME = re.compile(r"^(?!\s)[^\x00-\x1f\x7f]{1,100}(?<!\s)$")  # any text but control characters
 # Known crawlers, link unfurlers, monitors, automation and headless browsers, and HTTP libraries.
 _BOT = re.compile(
     r"bot\b|bot/|crawl|spider|slurp|mediapartners|facebookexternalhit|embedly|bingpreview|"
@@ -134,9 +134,11 @@ def check_id(value: Any, field: str, *, required: bool = False) -> str | None:
 
 
 def check_name(value: Any, field: str = "event") -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise EventInvalid(field, f"{field} must be 1 to 100 letters, digits, spaces or _ . : / -, "
-                                  "starting with a letter or digit")
+    """An event name: 1 to 100 characters, no control characters, no outer spaces; not `*`
+    (the rollups' name for all events)."""
+    if not isinstance(value, str) or not _NAME.match(value) or value == "*":
+        raise EventInvalid(field, f"{field} must be 1 to 100 characters without control characters or "
+                                  "surrounding spaces, and not '*'")
     return value
 
 

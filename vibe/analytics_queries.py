@@ -169,8 +169,7 @@ def split_sessions(events: Sequence[dict[str, Any]], gap: float = SESSION_GAP) -
 
 async def journey(db: Database, user_id: str, start: float | None, end: float | None,
                   limit: int) -> dict[str, Any]:
-    rows = [r for r in await export_user(db, user_id)
-            if (start is None or r["ts"] >= start) and (end is None or r["ts"] < end)]
+    rows = await export_user(db, user_id, start, end)
     truncated = len(rows) > limit
     events = [stored_event(r) for r in rows[-limit:]]
     return {"user_id": user_id, "sessions": split_sessions(events), "truncated": truncated}

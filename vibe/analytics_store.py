@@ -148,13 +148,15 @@ async def forget_user(db: Database, user_id: str) -> dict[str, int]:
     return {"events_deleted": events, "actor_rows_deleted": actors, "anonymous_ids": len(anonymous_ids)}
 
 
-async def export_user(db: Database, user_id: str) -> list[dict[str, Any]]:
-    """Every stored event of a user (and of the anonymous ids they used), oldest first."""
+async def export_user(db: Database, user_id: str, start: float | None = None,
+                      end: float | None = None) -> list[dict[str, Any]]:
+    """The stored events of a user (and of the anonymous ids they used) in [start, end), oldest first."""
     async with db.transaction() as tx:
         anonymous_ids = await linked_anonymous_ids(tx, user_id)
         where, extra = _where_user(anonymous_ids)
         return await tx.fetchall(
-            f"SELECT * FROM analytics_events WHERE {where} ORDER BY ts, id", [user_id, *extra]
+            f"SELECT * FROM analytics_events WHERE {where} AND ts >= %s AND ts < %s ORDER BY ts, id",
+            [user_id, *extra, -1.0 if start is None else start, 1e12 if end is None else end],
         )
 
 
