@@ -2,6 +2,7 @@
 revenue and subscription events the billing pipeline's hooks record in their own transaction."""
 
 import re
+import uuid
 
 from vibe.analytics_model import AnalyticsEndpoint, Event, EventInvalid, choice, number
 from vibe.analytics_store import day, store_events, upsert_sum
@@ -56,16 +57,19 @@ def action_of(change):
 
 
 async def record(ctx, message_id, user_id, ts, properties, anonymous_id=None):
+    """Store one billing event (and its rollups) in the caller's transaction."""
     event = Event(message_id=message_id, endpoint=ENDPOINT.name, event=ENDPOINT.event, user_id=user_id,
-                  anonymous_id=None if user_id else anonymous_id or "billing", session_id=None, ts=ts, received_at=ctx.now, sent_at=None,
-                  properties=properties, context={"source": "stripe"}, is_bot=False, source="billing")
+                  anonymous_id=None if user_id else anonymous_id or "billing", session_id=None, ts=ts,
+                  received_at=ctx.now, sent_at=None, properties=properties,
+                  context={"source": "billing"}, is_bot=False, source="billing")
     await store_events(ctx.tx, [event], {ENDPOINT.name: ENDPOINT})
 
 
 @hookimpl
 async def subscription_changed(ctx, user_id, change):
     when = float(getattr(ctx, "created", ctx.now))  # the Stripe event's time when a Stripe event caused it
-    await record(ctx, f"subscription:{change.get('event_id')}:{change.get('subscription_id')}", user_id, when, {
+    cause = change.get("event_id") or uuid.uuid4().hex  # an admin's change has no Stripe event
+    await record(ctx, f"subscription:{cause}:{change.get('subscription_id')}", user_id, when, {
         "action": action_of(change), "tier": change.get("tier") or "free", "old_tier": change.get("old_tier"),
         "status": change.get("status"), "old_status": change.get("old_status"),
         "amount": int(change.get("amount") or 0), "currency": (change.get("currency") or "").lower(),

@@ -89,6 +89,11 @@ async def test_forget_and_export_over_http(start_service):
     assert await resp.json() == {"user_id": "stayer", "events_deleted": 1, "actor_rows_deleted": 4,
                                  "anonymous_ids": 0}
     assert (await get(service, "journey/stayer"))["sessions"] == []  # the cache was dropped at once
+    span = {"name": "Read", "from": at(0), "to": at(1)}
+    assert (await get(service, "metrics", **span))["series"][0]["users"] == 1
+    # Back again in the same hour: counted again (the rows known to exist were forgotten too).
+    await post(service, "event", {"event": "Read", "user_id": "stayer", "timestamp": at(0, 11, 30)})
+    assert (await get(service, "metrics", **span))["series"][0]["users"] == 2
     resp = await service.client.delete(f"{PATH}/bad%20id", headers=tokens.auth(tokens.admin_token()))
     assert resp.status == 400
 

@@ -10,6 +10,8 @@ import pytest
 from segment.analytics import Client
 
 from analytics_support import WRITE_KEY, analytics, stored  # noqa: F401
+from conftest import wait_until
+from vibe.keys import ANALYTICS
 
 
 def basic(key=WRITE_KEY):
@@ -94,9 +96,29 @@ async def test_malformed_bodies_are_400_and_bad_keys_401(analytics):
 
 
 async def test_back_pressure_answers_503_with_retry_after(start_service):
-    service = await start_service(ANALYTICS_WRITE_KEY=WRITE_KEY, ANALYTICS_MAX_QUEUE="1")
-    batch = {"batch": [{"type": "track", "event": "A", "userId": "u"}, {"type": "track", "event": "B", "userId": "u"}]}
-    resp = await service.client.post("/v1/batch", json=batch, headers=basic())
-    assert resp.status == 503 and resp.headers["Retry-After"] == "1"
-    assert (await resp.json())["error"]["code"] == "analytics_overloaded"
-    assert await stored(service) == []
+    service = await start_service(ANALYTICS_WRITE_KEY=WRITE_KEY, ANALYTICS_MAX_QUEUE="2",
+                                  ANALYTICS_COMMIT_CONCURRENCY="1")
+    committer = service.app[ANALYTICS].committer
+
+    def batch(*names):
+        return {"batch": [{"type": "track", "event": n, "userId": "u", "messageId": n} for n in names]}
+
+    async with service.db.transaction() as tx:  # the database is busy: writes wait for this
+        if tx.dialect == "postgresql":
+            await tx.execute("LOCK TABLE analytics_events IN EXCLUSIVE MODE")
+        first = asyncio.create_task(service.client.post("/v1/batch", json=batch("a", "b"), headers=basic()))
+
+        async def flushing():
+            return committer.flushing == 1
+
+        async def queued():
+            return committer.pending == 2
+
+        await wait_until(flushing)
+        second = asyncio.create_task(service.client.post("/v1/batch", json=batch("c", "d"), headers=basic()))
+        await wait_until(queued)
+        resp = await service.client.post("/v1/batch", json=batch("e"), headers=basic())
+        assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+        assert (await resp.json())["error"]["code"] == "analytics_overloaded"
+    assert [(await task).status for task in (first, second)] == [200, 200]
+    assert sorted(r["message_id"] for r in await stored(service)) == ["a", "b", "c", "d"]

@@ -26,7 +26,11 @@ def _time(request: web.Request, field: str, default: float) -> float:
     if raw is None or raw == "":
         return default
     try:
-        return parse_time(float(raw) if raw.replace(".", "", 1).isdigit() else raw, field)
+        value: float | str = float(raw)  # Unix seconds, else ISO 8601
+    except ValueError:
+        value = raw
+    try:
+        return parse_time(value, field)
     except EventInvalid as exc:
         raise ApiError(400, "invalid_query", exc.message) from None
 

@@ -17,7 +17,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from .analytics_model import AnalyticsEndpoint, Event, EventInvalid, Sender, parse_event
 from .analytics_queries import QueryCache
-from .analytics_store import store_events
+from .analytics_store import SeenActors, store_events
 from .auth import principal_of
 from .database import Transaction
 from .errors import ApiError
@@ -33,31 +33,42 @@ class AnalyticsState:
     cache: QueryCache
     committer: GroupCommitter | None = None
     generation: int = 0  # bumped on every write that may change a cached answer
+    seen: SeenActors = dataclasses.field(default_factory=SeenActors)
 
     def invalidate(self, tag: str) -> None:
         self.generation += 1
         self.cache.invalidate(tag)
 
     def clear_cache(self) -> None:
+        """After an erasure: every cached answer, and the actor rows known to exist."""
         self.generation += 1
         self.cache.clear()
+        self.seen.clear()
 
-    async def flush(self, tx: Transaction, requests: Sequence[list[Event]]) -> list[list[str]]:
-        statuses = await store_events(tx, [e for events in requests for e in events], self.endpoints)
+    async def flush(self, tx: Transaction, requests: Sequence[list[Event]]) -> list[tuple[list[str], set]]:
+        """One group-commit transaction: each request gets its statuses and the actor keys written
+        (one set shared by the batch, marked as seen by the first request to resume after COMMIT)."""
+        written: set[tuple] = set()
+        statuses = await store_events(tx, [e for events in requests for e in events], self.endpoints,
+                                      self.seen, written)
         out, start = [], 0
         for events in requests:
-            out.append(statuses[start:start + len(events)])
+            out.append((statuses[start:start + len(events)], written))
             start += len(events)
         return out
 
     async def submit(self, events: list[Event], max_queue: int) -> list[str]:
-        """Store `events` in the next group commit; return once committed (back-pressure: 503)."""
+        """Store `events` in the next group commit; return once committed. Back-pressure: 503 when
+        more than `max_queue` events would be waiting (a request is always taken into an empty queue)."""
         if self.committer is None:
             raise ApiError(503, "unavailable", "The service is starting or stopping.", headers={"Retry-After": "1"})
-        if self.committer.pending + len(events) > max_queue:
+        if self.committer.pending and self.committer.pending + len(events) > max_queue:
             raise ApiError(503, "analytics_overloaded", "Too many events are waiting to be stored; retry shortly.",
                            headers={"Retry-After": "1"})
-        statuses = await self.committer.submit(events)
+        statuses, written = await self.committer.submit(events)
+        if written:  # committed: these actor rows exist now
+            self.seen.mark(written)
+            written.clear()
         self.invalidate("events")
         return statuses
 

@@ -15,6 +15,8 @@ import time
 from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
 
+import cachetools
+
 from .analytics_model import AnalyticsEndpoint, Event, event_row
 from .database import Database, Transaction
 
@@ -75,9 +77,32 @@ async def insert_ignore(tx: Transaction, table: str, columns: Sequence[str], row
     return found
 
 
-async def store_events(tx: Transaction, events: Sequence[Event],
-                       endpoints: Mapping[str, AnalyticsEndpoint]) -> list[str]:
-    """Insert `events`; return `accepted` or `duplicate` for each, in order."""
+class SeenActors:
+    """The analytics_actors keys this process knows are committed, so a busy learner's hundredth
+    event in an hour does not insert the same four rows again. Keys are added only after their
+    transaction committed (`mark`), and the whole set is dropped on any erasure (`clear`), which
+    is when rows leave the table."""
+
+    def __init__(self, maxsize: int = 200_000):
+        self._keys: cachetools.LRUCache = cachetools.LRUCache(maxsize=maxsize)
+
+    def __contains__(self, key: tuple) -> bool:
+        return key in self._keys
+
+    def mark(self, keys: Iterable[tuple]) -> None:
+        for key in keys:
+            self._keys[key] = True
+
+    def clear(self) -> None:
+        self._keys.clear()
+
+
+async def store_events(tx: Transaction, events: Sequence[Event], endpoints: Mapping[str, AnalyticsEndpoint],
+                       seen: SeenActors | None = None, written: set[tuple] | None = None) -> list[str]:
+    """Insert `events`; return `accepted` or `duplicate` for each, in order.
+
+    With `seen`, actor rows it holds are not written again; the actor keys written are added to
+    `written`, for the caller to `seen.mark` once the transaction has committed."""
     first: dict[str, int] = {}
     for index, event in enumerate(events):
         first.setdefault(event.message_id, index)
@@ -86,13 +111,13 @@ async def store_events(tx: Transaction, events: Sequence[Event],
     inserted = set(await insert_ignore(tx, "analytics_events", EVENT_COLUMNS, map(event_row, unique),
                                        returning="message_id"))
     new = [e for e in unique if e.message_id in inserted]
-    await update_rollups(tx, [e for e in new if not e.is_bot], endpoints)
+    await update_rollups(tx, [e for e in new if not e.is_bot], endpoints, seen, written)
     return ["accepted" if first[e.message_id] == i and e.message_id in inserted else "duplicate"
             for i, e in enumerate(events)]
 
 
-async def update_rollups(tx: Transaction, events: Sequence[Event],
-                         endpoints: Mapping[str, AnalyticsEndpoint]) -> None:
+async def update_rollups(tx: Transaction, events: Sequence[Event], endpoints: Mapping[str, AnalyticsEndpoint],
+                         seen: SeenActors | None = None, written: set[tuple] | None = None) -> None:
     if not events:
         return
     counts: Counter = Counter()
@@ -103,6 +128,10 @@ async def update_rollups(tx: Transaction, events: Sequence[Event],
             for name in (event.event, "*"):
                 counts[(granularity, start, name)] += 1
                 actors.add((granularity, start, name, event.actor))
+    if seen is not None:
+        actors = {key for key in actors if key not in seen}
+    if written is not None:
+        written.update(actors)
     await insert_ignore(tx, "analytics_actors", ("granularity", "bucket", "event", "actor"), sorted(actors))
     by_endpoint: dict[str, list[Event]] = {}
     for event in events:

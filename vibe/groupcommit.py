@@ -35,6 +35,7 @@ class GroupCommitter(Generic[T, R]):
         self.name = name
         self._weight = weight
         self.pending = 0  # total weight waiting (items, without `weight`)
+        self.flushing = 0  # items in transactions not yet committed
         self._queue: list[tuple[T, asyncio.Future]] = []
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -65,16 +66,19 @@ class GroupCommitter(Generic[T, R]):
             batch, self._queue = self._take()
             if not batch:
                 continue
+            self.flushing += len(batch)
             try:
                 async with self._db.transaction() as tx:
                     results = await self._flush(tx, [item for item, _ in batch])
             except BaseException as exc:  # every waiter learns the batch failed
+                self.flushing -= len(batch)
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 if not isinstance(exc, Exception):
                     raise
                 continue
+            self.flushing -= len(batch)
             self.batches += 1
             self.items += len(batch)
             for (_, future), result in zip(batch, results, strict=True):
