@@ -79,14 +79,14 @@ async def test_page_view_workshop_and_metric_rollups(analytics):
         {"user_id": "ops", "properties": {"name": "ad_spend", "value": 4.5}, "timestamp": at(1)}]})
     span = {"from": at(0), "to": at(2)}
     pages = await get(analytics, "aggregates/pages", **span)
-    assert pages["rows"] == [{"path": "/", "n": 1}, {"path": "/pricing", "n": 2}]
+    assert pages["rows"] == [{"path": "/", "views": 1}, {"path": "/pricing", "views": 2}]
     workshops = await get(analytics, "aggregates/workshops", **span)
     assert workshops["rows"] == [
-        {"workshop_id": "w1", "n": 2, "average_score": 85.0, "average_duration": 600.0},
-        {"workshop_id": "w2", "n": 1, "average_score": None, "average_duration": None},
+        {"workshop_id": "w1", "completions": 2, "average_score": 85.0, "average_duration": 600.0},
+        {"workshop_id": "w2", "completions": 1, "average_score": None, "average_duration": None},
     ]
     metrics = await get(analytics, "aggregates/business-metrics", **span)
-    assert metrics["rows"] == [{"name": "ad_spend", "n": 2, "total": 15.0}]
+    assert metrics["rows"] == [{"name": "ad_spend", "count": 2, "total": 15.0}]
     assert (await get(analytics, "aggregates/nothing", status=404))["error"]["code"] == "not_found"
 
 

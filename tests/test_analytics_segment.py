@@ -73,6 +73,19 @@ async def test_write_key_in_body_dedupe_and_per_message_rejections(analytics):
     assert json.loads(rows["seg-4"]["properties"]) == {"previousUserId": "anon-old"}
 
 
+async def test_browser_messages_relayed_with_a_bot_user_agent_are_flagged(analytics):
+    batch = {"batch": [
+        {"type": "page", "anonymousId": "a1", "messageId": "b-1", "properties": {"path": "/"},
+         "context": {"userAgent": "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)"}},
+        {"type": "page", "anonymousId": "a2", "messageId": "b-2", "properties": {"path": "/"},
+         "context": {"userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Gecko/20100101 Firefox/128.0"}}]}
+    resp = await analytics.client.post("/v1/batch", json=batch, headers=basic())
+    assert resp.status == 200
+    assert {r["message_id"]: bool(r["is_bot"]) for r in await stored(analytics)} == {"b-1": True, "b-2": False}
+    views = await analytics.db.fetchval("SELECT SUM(n) FROM analytics_page_views")
+    assert int(views) == 1
+
+
 async def test_single_message_routes_and_gzip(analytics):
     body = gzip.compress(json.dumps({"userId": "u2", "event": "Solo", "messageId": "solo-1"}).encode())
     resp = await analytics.client.post("/v1/track", data=body, headers={**basic(), "Content-Encoding": "gzip",

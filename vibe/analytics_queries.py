@@ -86,6 +86,7 @@ ROLLUPS = {
     "revenue": ("analytics_revenue", ("day", "tier", "currency"), ("amount", "payments")),
     "business-metrics": ("analytics_business_metrics", ("name",), ("n", "total")),
 }
+RENAME = {"pages": "views", "workshops": "completions", "business-metrics": "count"}  # what `n` counts
 
 
 async def rollup(db: Database, kind: str, start: float, end: float) -> dict[str, Any]:
@@ -101,6 +102,8 @@ async def rollup(db: Database, kind: str, start: float, end: float) -> dict[str,
     for row in rows:
         item = {k: row[k] for k in keys}
         item.update({s: float(row[s]) if s in ("score_sum", "duration_sum", "total") else int(row[s]) for s in sums})
+        if "n" in item:
+            item[RENAME[kind]] = item.pop("n")
         if kind == "workshops":
             scored, timed = item.pop("scored"), item.pop("timed")
             score_sum, duration_sum = item.pop("score_sum"), item.pop("duration_sum")
