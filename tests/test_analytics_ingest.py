@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 import tokens
-from analytics_support import BROWSER, PREFIX, SERVER, analytics, browser, post, stored  # noqa: F401
+from analytics_support import BROWSER, PREFIX, SERVER, WRITE_KEY, analytics, browser, post, stored  # noqa: F401
 from vibe.keys import ANALYTICS
 
 
@@ -248,3 +248,17 @@ async def test_concurrent_requests_are_group_committed(analytics):
     assert len(await stored(analytics, event="Burst")) == 60
     committer = analytics.app[ANALYTICS].committer
     assert committer.items == 60 and committer.batches < 60
+
+
+async def test_a_transaction_holds_at_most_the_configured_events_and_never_splits_a_request(start_service):
+    service = await start_service(ANALYTICS_WRITE_KEY=WRITE_KEY, ANALYTICS_BATCH_EVENTS="3",
+                                  ANALYTICS_BATCH_WAIT_MS="20")
+    pairs = [{"batch": [{"event": "Pair", "user_id": "u", "message_id": f"pair-{i}-{k}"} for k in range(2)]}
+             for i in range(5)]
+    answers = await asyncio.gather(*(post(service, "event", body) for body in pairs))
+    assert [a["accepted"] for a in answers] == [2] * 5
+    committer = service.app[ANALYTICS].committer
+    assert (committer.items, committer.batches) == (5, 5)  # 2 + 2 > 3: one request per transaction
+    singles = [{"event": "One", "user_id": "u", "message_id": f"one-{i}"} for i in range(6)]
+    await asyncio.gather(*(post(service, "event", body) for body in singles))
+    assert committer.items == 11 and 5 + 2 <= committer.batches < 11  # up to 3 single events together
