@@ -10,8 +10,9 @@
   key it names.
 
 Claims: `exp` is required; `exp`, `nbf` and `iat` get JWT_LEEWAY_SECONDS of leeway; user tokens
-(`role: authenticated`) must have `aud: authenticated` and a `sub`; the issuer is checked when
-JWT_ISSUER is set. `role: service_role` tokens (SUPABASE_SERVICE_ROLE_KEY) carry no aud or sub.
+(`role: authenticated`) must have `aud: authenticated`, a `sub`, and, when JWT_ISSUER is set,
+that issuer. `role: service_role` tokens (SUPABASE_SERVICE_ROLE_KEY) carry no aud or sub, and
+Supabase gives them the issuer `supabase` whatever the project's: JWT_ISSUER does not apply.
 """
 
 from __future__ import annotations
@@ -153,15 +154,13 @@ class TokenVerifier:
     def _decode(self, token: str, key: Any, alg: str) -> dict[str, Any]:
         try:
             claims = jwt.decode(
-                token, key, algorithms=[alg], leeway=self.leeway, issuer=self.issuer,
-                options={"require": ["exp"], "verify_aud": False},
+                token, key, algorithms=[alg], leeway=self.leeway,
+                options={"require": ["exp"], "verify_aud": False, "verify_iss": False},
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("token_expired", "The token has expired.") from None
         except jwt.ImmatureSignatureError:
             raise AuthError("invalid_token", "The token is not valid yet.") from None
-        except jwt.InvalidIssuerError:
-            raise AuthError("invalid_token", "The token's issuer is not accepted.") from None
         except jwt.PyJWTError as exc:
             raise AuthError("invalid_token", f"The token is not valid: {exc}.") from None
         iat = claims.get("iat")
@@ -175,6 +174,8 @@ class TokenVerifier:
         if role == "service_role":
             return Principal(role="service", claims=claims, expires_at=expires)
         if role == "authenticated":
+            if self.issuer and claims.get("iss") != self.issuer:
+                raise AuthError("invalid_token", "The token's issuer is not accepted.")
             aud = claims.get("aud")
             if aud != "authenticated" and not (isinstance(aud, list) and "authenticated" in aud):
                 raise AuthError("invalid_token", "The token's audience is not 'authenticated'.")
