@@ -190,6 +190,7 @@ class Settings:
     load_monitor_interval: float = 0.5
     load_lag_threshold: float = 0.2
     load_pool_wait_threshold: int = 5
+    load_recovery_seconds: float = 5.0
     user_session_cache_mb: float = 10.0
     user_session_cache_seconds: float = 900.0
     content_cache_mb: float = 20.0
@@ -266,6 +267,7 @@ class Settings:
             load_monitor_interval=_float(env, "LOAD_MONITOR_INTERVAL", 0.5, minimum=0.01),
             load_lag_threshold=_float(env, "LOAD_LAG_THRESHOLD", 0.2, minimum=0.001),
             load_pool_wait_threshold=_int(env, "LOAD_POOL_WAIT_THRESHOLD", 5, minimum=1),
+            load_recovery_seconds=_float(env, "LOAD_RECOVERY_SECONDS", 5.0),
             user_session_cache_mb=_float(env, "USER_SESSION_CACHE_MB", 10.0, minimum=0.01),
             user_session_cache_seconds=_float(env, "USER_SESSION_CACHE_SECONDS", 900.0, minimum=0.01),
             content_cache_mb=_float(env, "CONTENT_CACHE_MB", 20.0, minimum=0.01),

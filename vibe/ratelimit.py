@@ -12,7 +12,7 @@
 * Buckets live in a cachetools LRU of RATE_LIMIT_MAX_KEYS entries: a flood of distinct keys
   evicts the least recently seen buckets instead of growing the process.
 * `LoadMonitor` samples event-loop lag and database pool waits; each overloaded sample raises
-  the pressure by one level, each calm one lowers it. At pressure p, the first p tiers of
+  the pressure by one level; LOAD_RECOVERY_SECONDS of calm samples lower it by one. At pressure p, the first p tiers of
   RATE_LIMIT_SHRINK_ORDER shrink, the lowest the most (factor ** (p - position)).
 """
 
@@ -66,14 +66,21 @@ class LoadMonitor:
         self.lag_threshold = settings.load_lag_threshold
         self.wait_threshold = settings.load_pool_wait_threshold
         self.max_level = len(settings.rate_limit_shrink_order)
+        # one level down per LOAD_RECOVERY_SECONDS of calm samples in a row: quick to shrink, slow to grow
+        self.calm_needed = max(1, math.ceil(settings.load_recovery_seconds / self.interval))
+        self.calm = 0
         self.level = 0
         self.last_lag = 0.0
         self.last_waiting = 0
 
     def sample(self, lag: float, waiting: int) -> int:
         self.last_lag, self.last_waiting = lag, waiting
-        overloaded = lag > self.lag_threshold or waiting > self.wait_threshold
-        self.level = min(self.level + 1, self.max_level) if overloaded else max(self.level - 1, 0)
+        if lag > self.lag_threshold or waiting > self.wait_threshold:
+            self.level, self.calm = min(self.level + 1, self.max_level), 0
+        elif self.level:
+            self.calm += 1
+            if self.calm >= self.calm_needed:
+                self.level, self.calm = self.level - 1, 0
         return self.level
 
     async def run(self, app: web.Application) -> None:
