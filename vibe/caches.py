@@ -13,7 +13,7 @@ Each is a cachetools `TLRUCache` whose `getsizeof` is an estimate of the bytes a
 
 Invalidation races: a writer evicts inside its transaction (the `user_changed` hook), before it
 commits; a reader that loads the old row in that window must not put it back. So every
-invalidation leaves a *fence* for CACHE_FENCE_SECONDS: `set` refuses keys a fence matches, and
+invalidation leaves a *fence* for CACHE_FENCE_SECONDS (0.5 s): `set` refuses keys a fence matches, and
 refuses a value loaded before the latest matching invalidation. (On PostgreSQL the NOTIFY sent
 in the same transaction is delivered after commit and evicts once more: see `cache_sync`.)
 """
@@ -34,12 +34,14 @@ _ATOMIC = (int, float, bool, type(None), str, bytes)
 
 def estimate_size(obj: Any, _seen: set[int] | None = None) -> int:
     """Bytes held by `obj` and everything it references (containers, dataclasses, objects)."""
-    if isinstance(obj, _ATOMIC):
+    if isinstance(obj, _ATOMIC) and not (isinstance(obj, (str, bytes)) and len(obj) > 64 and _seen is not None):
         return sys.getsizeof(obj)
     seen = _seen if _seen is not None else set()
-    if id(obj) in seen:
+    if id(obj) in seen:  # shared objects (and long strings) are counted once
         return 0
     seen.add(id(obj))
+    if isinstance(obj, _ATOMIC):
+        return sys.getsizeof(obj)
     size = sys.getsizeof(obj)
     if isinstance(obj, dict):
         size += sum(estimate_size(k, seen) + estimate_size(v, seen) for k, v in obj.items())
@@ -78,7 +80,7 @@ class _Store(TLRUCache):
 class SizedCache:
     """A TLRU cache bounded by estimated bytes; entries live `ttl` seconds at most."""
 
-    def __init__(self, name: str, max_bytes: int, ttl: float, *, fence_seconds: float = 2.0):
+    def __init__(self, name: str, max_bytes: int, ttl: float, *, fence_seconds: float = 0.5):
         self.name = name
         self.max_bytes = int(max_bytes)
         self.ttl = ttl

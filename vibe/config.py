@@ -197,7 +197,7 @@ class Settings:
     content_cache_seconds: float = 1800.0
     query_cache_mb: float = 15.0
     query_cache_seconds: float = 300.0
-    cache_fence_seconds: float = 2.0
+    cache_fence_seconds: float = 0.5
 
     @property
     def dialect(self) -> str:
@@ -274,7 +274,7 @@ class Settings:
             content_cache_seconds=_float(env, "CONTENT_CACHE_SECONDS", 1800.0, minimum=0.01),
             query_cache_mb=_float(env, "QUERY_CACHE_MB", 15.0, minimum=0.01),
             query_cache_seconds=_float(env, "QUERY_CACHE_SECONDS", 300.0, minimum=0.01),
-            cache_fence_seconds=_float(env, "CACHE_FENCE_SECONDS", 2.0),
+            cache_fence_seconds=_float(env, "CACHE_FENCE_SECONDS", 0.5),
         )
 
 
