@@ -1,6 +1,7 @@
 """Supabase access tokens through HTTP: HS256 with the shared secret, ES256 with a JWKS served by
 a local aiohttp server on loopback, and every way a token must be refused."""
 
+import asyncio
 import base64
 import json
 import time
@@ -23,9 +24,12 @@ class JwksHost:
     def __init__(self):
         self.document = tokens.jwks_document()
         self.hits = 0
+        self.failing = False
 
     async def handle(self, request):
         self.hits += 1
+        if self.failing:
+            return web.json_response({"message": "upstream down"}, status=503)
         return web.json_response(self.document)
 
     def add(self, private_key, kid, alg):
@@ -218,3 +222,16 @@ async def test_anon_key_is_anonymous_and_admin_claim_is_admin(service):
     resp = await service.client.post(PATH, json={"action": "get_profile", "data": {"user_id": "someone"}},
                                      headers=tokens.auth(tokens.es256(tokens.user_claims(admin=True))))
     assert resp.status == 404  # allowed to look, and there is no such profile
+
+
+async def test_jwks_down_from_the_start_fails_fast_and_recovers(start_service, jwks):
+    jwks.failing = True
+    service = await start_service(SUPABASE_JWKS_URL=jwks.url)
+    for _ in range(5):
+        status, body = await probe(service, tokens.es256(tokens.user_claims()))
+        assert status == 401
+    assert jwks.hits == 1  # one attempt, not one per request
+    assert (await probe(service, tokens.user_token()))[0] == 200  # HS256 tokens do not need the JWKS
+    jwks.failing = False
+    await asyncio.sleep(1.05)  # without any key, a new attempt is allowed every second
+    assert (await probe(service, tokens.es256(tokens.user_claims())))[0] == 200

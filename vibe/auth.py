@@ -87,9 +87,14 @@ class JwksCache:
     async def get(self, kid: str) -> jwt.PyJWK | None:
         now = time.monotonic()
         stale = now - self.fetched_at > self.ttl
-        if (kid not in self.keys or stale) and now - self._last_attempt >= (0 if not self.keys else self.min_refresh):
+        if (kid not in self.keys or stale) and now - self._last_attempt >= self._gap():
             await self.refresh()
         return self.keys.get(kid)
+
+    def _gap(self) -> float:
+        """Seconds between fetches: JWKS_MIN_REFRESH_SECONDS, at most 1 s while no key is known
+        (the first fetch failed), so a host that is down is not waited on by every request."""
+        return self.min_refresh if self.keys else min(self.min_refresh, 1.0)
 
     def has(self, kid: str | None) -> bool:
         return bool(kid) and kid in self.keys
@@ -97,8 +102,8 @@ class JwksCache:
     async def refresh(self) -> None:
         async with self._lock:
             now = time.monotonic()
-            if self.keys and now - self._last_attempt < self.min_refresh:
-                return
+            if self._last_attempt and now - self._last_attempt < self._gap():
+                return  # someone else just fetched (or failed to) while we waited for the lock
             self._last_attempt = now
             try:
                 timeout = aiohttp.ClientTimeout(total=self.timeout)
