@@ -30,6 +30,9 @@ class Recorder:
 
     @hookimpl
     def subscription_changed(self, user_id, change):
+        documented = {"subscription_id", "old_tier", "tier", "old_status", "status", "current_period_end",
+                      "cancel_at_period_end", "amount", "currency", "source", "event_id"}
+        assert documented <= set(change) and change["source"] == "admin"
         self.calls.append(("subscription_changed", user_id, change["tier"], change.get("reason")))
 
     @hookimpl

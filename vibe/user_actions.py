@@ -120,9 +120,11 @@ async def apply_subscription(ctx: DomainContext, actor: str, change: dict[str, A
     if changed:
         await billing.update_profile(ctx, user_id, changed)
         await ctx.announce("subscription_changed", user_id=user_id, change={
-            "old_tier": profile["tier"], "tier": change["tier"], "old_status": profile["subscription_status"],
-            "status": status, "current_period_end": fields.get("current_period_end", profile["current_period_end"]),
-            "source": "manual", "reason": change["reason"], "actor": actor})
+            "subscription_id": profile["stripe_subscription_id"], "old_tier": profile["tier"], "tier": change["tier"],
+            "old_status": profile["subscription_status"], "status": status,
+            "current_period_end": fields.get("current_period_end", profile["current_period_end"]),
+            "cancel_at_period_end": bool(profile["cancel_at_period_end"]), "amount": None, "currency": None,
+            "source": "admin", "event_id": None, "reason": change["reason"], "actor": actor})
     return {"user_id": user_id, "tier": change["tier"], "status": status, "changed": sorted(changed)}
 
 
