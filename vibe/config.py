@@ -183,7 +183,7 @@ class Settings:
     rate_limit_anonymous: int = 600
     rate_limit_service: int = 10000
     rate_limit_webhook_failures: int = 1000
-    rate_limit_max_keys: int = 100_000
+    rate_limit_max_keys: int = 50_000
     rate_limit_trusted_proxies: tuple[str, ...] = ()
     rate_limit_shrink_order: tuple[str, ...] = ("anonymous", "free", "starter", "pro")
     rate_limit_shrink_factor: float = 0.5
@@ -260,7 +260,7 @@ class Settings:
             rate_limit_anonymous=_int(env, "RATE_LIMIT_ANONYMOUS", 600, minimum=1),
             rate_limit_service=_int(env, "RATE_LIMIT_SERVICE", 10000, minimum=1),
             rate_limit_webhook_failures=_int(env, "RATE_LIMIT_WEBHOOK_FAILURES", 1000, minimum=1),
-            rate_limit_max_keys=_int(env, "RATE_LIMIT_MAX_KEYS", 100_000, minimum=100),
+            rate_limit_max_keys=_int(env, "RATE_LIMIT_MAX_KEYS", 50_000, minimum=100),
             rate_limit_trusted_proxies=_proxies(env),
             rate_limit_shrink_order=_list(env, "RATE_LIMIT_SHRINK_ORDER") or ("anonymous", "free", "starter", "pro"),
             rate_limit_shrink_factor=_fraction(env, "RATE_LIMIT_SHRINK_FACTOR", 0.5),

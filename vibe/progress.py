@@ -18,7 +18,7 @@ from .access import Catalogue
 from .context import DomainContext
 from .errors import ApiError
 from .keys import DB, PLUGINS, QUERY_CACHE, SETTINGS
-from .row_security import as_user
+from .row_security import as_user, reading_as_user
 from .validation import Field, Problems, collect
 
 MAX_ITEMS = 500
@@ -147,18 +147,18 @@ async def overview(app: web.Application, user_id: str, cat: Catalogue) -> dict[s
     if cached is not None:
         return cached
     loaded_at = time.monotonic()
-    async with app[DB].transaction() as tx:
-        async with as_user(tx, user_id):
-            items = await tx.fetchall(
-                "SELECT resource_type, resource_id, status, progress, completed_at, updated_at FROM user_progress "
-                "WHERE user_id = %s ORDER BY resource_type, resource_id", (user_id,))
-            achievements = await tx.fetchall(
-                "SELECT a.key, a.name, a.description, u.unlocked_at FROM user_achievements u JOIN achievements a "
-                "ON a.key = u.achievement_key WHERE u.user_id = %s ORDER BY u.unlocked_at, a.key", (user_id,))
-            earnings = await tx.fetchall(
-                "SELECT currency, SUM(amount) AS amount, COUNT(*) AS commissions FROM commissions "
-                "WHERE referrer_id = %s GROUP BY currency ORDER BY currency", (user_id,))
-        referred = await tx.fetchval("SELECT COUNT(*) FROM profiles WHERE referred_by = %s", (user_id,))
+    db = app[DB]
+    referred = await db.fetchval("SELECT COUNT(*) FROM profiles WHERE referred_by = %s", (user_id,))
+    async with reading_as_user(db, user_id) as reader:
+        items = await reader.fetchall(
+            "SELECT resource_type, resource_id, status, progress, completed_at, updated_at FROM user_progress "
+            "WHERE user_id = %s ORDER BY resource_type, resource_id", (user_id,))
+        achievements = await reader.fetchall(
+            "SELECT a.key, a.name, a.description, u.unlocked_at FROM user_achievements u JOIN achievements a "
+            "ON a.key = u.achievement_key WHERE u.user_id = %s ORDER BY u.unlocked_at, a.key", (user_id,))
+        earnings = await reader.fetchall(
+            "SELECT currency, SUM(amount) AS amount, COUNT(*) AS commissions FROM commissions "
+            "WHERE referrer_id = %s GROUP BY currency ORDER BY currency", (user_id,))
     by_type = {t: {"total": n, "completed": 0, "in_progress": 0} for t, n in cat.counts.items()}
     for item in items:
         item["progress"] = float(item["progress"])

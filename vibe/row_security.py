@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from typing import AsyncIterator
 
-from .database import Transaction
+from .database import Database, Transaction
 
 ROLE = "vibe_user"
 
@@ -31,3 +31,15 @@ async def as_user(tx: Transaction, user_id: str) -> AsyncIterator[Transaction]:
     yield tx  # on an error the transaction rolls back, and SET LOCAL with it
     await tx.execute("RESET ROLE")
     await tx.execute("SELECT set_config('vibe.user_id', '', true)")
+
+
+@contextlib.asynccontextmanager
+async def reading_as_user(db: Database, user_id: str) -> AsyncIterator[Database | Transaction]:
+    """Reads scoped to one user: a transaction under row security on PostgreSQL; on SQLite the
+    database itself, whose reads go to the reader connection and never wait for the writer."""
+    if db.dialect != "postgresql":
+        yield db
+        return
+    async with db.transaction() as tx:
+        async with as_user(tx, user_id):
+            yield tx

@@ -18,7 +18,7 @@ from .database import DatabaseUnavailable
 from .errors import ApiError
 from .keys import DB, PLUGINS, SETTINGS
 from .sessions import Session, load_profile, normalise
-from .validation import Field, Problems, check, collect
+from .validation import Field, Problems, check, collect, invalid
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,12 @@ async def create_profile(app: web.Application, session: Session, data: Any) -> d
             referrer = await tx.fetchval("SELECT id FROM profiles WHERE referral_code = %s", (code.upper(),))
             if referrer is None or referrer == user_id:
                 problem = "is your own code" if referrer == user_id else "matches no referrer"
-                raise ApiError(400, "invalid_data", "Invalid request data: data.referral_code.",
-                               details={"errors": [{"field": "data.referral_code", "message": problem}]})
+                raise invalid("data.referral_code", problem)
         meta = principal.claims.get("user_metadata") or {}
         full_name = meta.get("full_name") or meta.get("name") if isinstance(meta, dict) else None
         ctx = _context(app, tx)
-        fields = {"email": (principal.email or "").lower() or None,
+        email = principal.email.lower() if isinstance(principal.email, str) and principal.email else None
+        fields = {"email": email,
                   "full_name": full_name if isinstance(full_name, str) else None, "referred_by": referrer,
                   "marketing_consent": False, **clean}
         rows = await tx.fetchall(
@@ -87,14 +87,14 @@ async def create_profile(app: web.Application, session: Session, data: Any) -> d
 async def update_profile(app: web.Application, session: Session, data: Any) -> dict[str, Any]:
     clean = check(data, EDITABLE, refused=REFUSED)
     if not clean:
-        raise ApiError(400, "invalid_data", "Give at least one field to change.",
-                       details={"errors": [{"field": "data", "message": f"name one of {', '.join(EDITABLE)}"}]})
+        raise invalid("data", f"name at least one of {', '.join(EDITABLE)}")
     user_id = session.principal.user_id
     async with app[DB].transaction() as tx:
         profile = await billing.get_profile(tx, user_id)
         if profile is None:
             raise ApiError(404, "profile_not_found", "Create the profile first (action create_profile).")
-        changed = {k: v for k, v in clean.items() if normalise(profile)[k] != v}
+        current = normalise(profile)
+        changed = {k: v for k, v in clean.items() if current[k] != v}
         await billing.update_profile(_context(app, tx), user_id, changed)
         profile = normalise(await billing.get_profile(tx, user_id))
     evict_user(app, user_id)
@@ -147,8 +147,7 @@ async def get_profile(app: web.Application, session: Session, data: Any, overvie
     clean = check(data, {"user_id": Field("str", max_length=128)})
     target = clean.get("user_id") or session.principal.user_id
     if target is None:
-        raise ApiError(400, "invalid_data", "Invalid request data: data.user_id.",
-                       details={"errors": [{"field": "data.user_id", "message": "is required for the service role"}]})
+        raise invalid("data.user_id", "is required for the service role")
     if target != session.principal.user_id and not session.principal.is_privileged:
         raise ApiError(403, "forbidden", "You may only read your own profile.")
     profile = session.profile if target == session.principal.user_id and session.profile else \
@@ -170,8 +169,7 @@ async def bulk_update(app: web.Application, session: Session, data: Any) -> dict
     """Up to 1,000 changes, each validated and applied in a savepoint of its own."""
     items = check(data, {"items": Field("list", required=True, max_length=BULK_MAX)})["items"]
     if not items:
-        raise ApiError(400, "invalid_data", "Invalid request data: data.items.",
-                       details={"errors": [{"field": "data.items", "message": "must hold at least one item"}]})
+        raise invalid("data.items", "must hold at least one item")
     results: list[dict[str, Any]] = []
     touched = set()
     async with app[DB].transaction() as tx:
@@ -201,8 +199,9 @@ async def _bulk_item(ctx: DomainContext, actor: str, index: int, raw: Any) -> di
             profile = await billing.get_profile(ctx.tx, user_id)
             if profile is None:
                 return {**base, "status": "not_found"}
+            current = normalise(profile)
             plain = {k: v for k, v in item.items() if k in EDITABLE or k == "needs_review"}
-            changed = sorted(k for k, v in plain.items() if normalise(profile)[k] != v)
+            changed = sorted(k for k, v in plain.items() if current[k] != v)
             await billing.update_profile(ctx, user_id, {k: plain[k] for k in changed})
             if "tier" in item:
                 sub = await apply_subscription(ctx, actor, {k: v for k, v in item.items() if k in SUBSCRIPTION})

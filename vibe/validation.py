@@ -42,6 +42,13 @@ class Problems:
             raise ApiError(400, "invalid_data", f"Invalid request data: {names}.", details={"errors": self.errors})
 
 
+def invalid(field: str, message: str) -> ApiError:
+    """The 400 for one wrong field found after the shape check (e.g. against the database)."""
+    problems = Problems()
+    problems.add(field, message)
+    return ApiError(400, "invalid_data", f"Invalid request data: {field}.", details={"errors": problems.errors})
+
+
 def _check_value(value: Any, spec: Field, name: str, problems: Problems) -> Any:
     if value is None:
         if not spec.nullable:
