@@ -294,3 +294,17 @@ async def test_bulk_update_reports_each_item_and_applies_valid_ones(recorder_ser
     assert body["profile"]["tier"] == "free" and body["profile"]["locale"] == "pt-BR"
     status, body = await call(service, "bulk_update", {"items": [{"user_id": a}] * 1001}, tokens.admin_token())
     assert status == 400
+
+
+async def test_concurrent_syncs_announce_a_completion_exactly_once(recorder_service):
+    import asyncio
+
+    service = recorder_service
+    user_id, _ = await onboard(service)
+    token = tokens.user_token(user_id)
+    items = [{"resource_type": "workshop", "resource_id": "2", "status": "completed"}]
+    answers = await asyncio.gather(*(call(service, "sync_progress", {"items": items}, token) for _ in range(6)))
+    assert all(status == 200 for status, _ in answers)
+    assert sum(body["changed"] for _, body in answers) == 1
+    assert service.recorder.named("workshop_completed") == [("workshop_completed", user_id, "2")]
+    assert [c[2] for c in service.recorder.named("achievement_unlocked")] == ["first_workshop"]
