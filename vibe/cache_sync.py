@@ -25,13 +25,14 @@ from aiohttp import web
 
 from .hookspecs import hookimpl
 from .keys import CONTENT_CACHE, QUERY_CACHE, SETTINGS, USER_SESSION_CACHE
+from .progress import overview_key
 
 log = logging.getLogger(__name__)
 
 
 def evict_user(app: web.Application, user_id: str) -> None:
     app[USER_SESSION_CACHE].invalidate_user(user_id)
-    app[QUERY_CACHE].invalidate(("user", user_id))
+    app[QUERY_CACHE].invalidate_key(overview_key(user_id))  # exact: no scan of the whole cache
 
 
 def apply(app: web.Application, payload: str) -> None:

@@ -199,4 +199,5 @@ class ContentCache(SizedCache):
 
 class DatabaseQueryCache(SizedCache):
     """Results of read queries. Keys are tuples (`("user", user_id, "overview")`) or strings;
-    `invalidate(("user", user_id))` forgets every entry under that prefix."""
+    `invalidate(("analytics",))` forgets every entry under that prefix (a scan: for hot paths,
+    prefer `invalidate_key` with the exact key)."""

@@ -106,7 +106,7 @@ async def sync(app: web.Application, user_id: str, data: Any, cat: Catalogue) ->
             await ctx.announce("workshop_completed", user_id=user_id, workshop_id=item["resource_id"], item=item)
         for achievement in unlocked:
             await ctx.announce("achievement_unlocked", user_id=user_id, achievement=achievement)
-    app[QUERY_CACHE].invalidate(("user", user_id))
+    app[QUERY_CACHE].invalidate_key(overview_key(user_id))
     return {"received": len(items), "changed": len(changed), "unchanged": len(items) - len(changed),
             "completed_workshops": [c["resource_id"] for c in completed_workshops], "achievements": unlocked}
 
@@ -139,10 +139,14 @@ async def _unlock(tx, user_id: str, cat: Catalogue, now: float) -> list[dict[str
     return unlocked
 
 
+def overview_key(user_id: str) -> tuple[str, str, str]:
+    return ("user", user_id, "overview")
+
+
 async def overview(app: web.Application, user_id: str, cat: Catalogue) -> dict[str, Any]:
     """Progress items, summary, achievements and referral earnings (DatabaseQueryCache)."""
     cache = app[QUERY_CACHE]
-    key = ("user", user_id, "overview")
+    key = overview_key(user_id)
     cached = cache.get(key)
     if cached is not None:
         return cached

@@ -132,7 +132,8 @@ class RateLimiter:
         limit = self.limit_for(tier)
         # Under pressure the bucket acts `max_rate - limit` tokens smaller: ask for that headroom.
         headroom = bucket.max_rate - limit
-        allowed = bucket.has_capacity(1 + headroom) if take else True
+        fits = bucket.has_capacity(1 + headroom)  # also drains what leaked out since the last look
+        allowed = fits or not take
         if take and allowed:
             bucket._level += 1  # what acquire() does when capacity is there, without a coroutine
         level = bucket._level  # aiolimiter keeps the bucket's fill here (leaked by has_capacity)
