@@ -308,3 +308,12 @@ async def test_concurrent_syncs_announce_a_completion_exactly_once(recorder_serv
     assert sum(body["changed"] for _, body in answers) == 1
     assert service.recorder.named("workshop_completed") == [("workshop_completed", user_id, "2")]
     assert [c[2] for c in service.recorder.named("achievement_unlocked")] == ["first_workshop"]
+
+
+async def test_bulk_update_takes_a_thousand_items(service):
+    a, _ = await onboard(service)
+    items = [{"user_id": a, "display_name": f"name {i}"} for i in range(1000)]
+    status, body = await call(service, "bulk_update", {"items": items}, tokens.service_token())
+    assert status == 200 and body["counts"]["updated"] == 1000
+    status, body = await call(service, "get_profile", {}, tokens.user_token(a))
+    assert body["profile"]["display_name"] == "name 999"

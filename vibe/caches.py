@@ -87,6 +87,7 @@ class SizedCache:
         self.fence_seconds = fence_seconds
         self._store = _Store(self, self.max_bytes)
         self._fences: list[tuple[float, Match]] = []  # (monotonic time of invalidation, match)
+        self._key_fences: dict[Hashable, float] = {}  # exact keys invalidated -> when
         self.hits = self.misses = self.evictions = self.invalidations = self.rejected = 0
 
     def get(self, key: Hashable, default: Any = None) -> Any:
@@ -121,18 +122,24 @@ class SizedCache:
         return True
 
     def invalidate(self, match: Match) -> int:
-        """Forget entries: `match` is a key prefix (str or tuple) or a predicate over keys."""
+        """Forget entries: `match` is a key prefix (str or tuple) or a predicate over keys (a scan)."""
         test = _matcher(match)
-        return self._forget(test, [k for k in list(self._store.keys()) if test(k)])
-
-    def invalidate_key(self, key: Hashable) -> int:
-        """Forget one key (no scan)."""
-        return self._forget(lambda k: k == key, [key] if key in self._store else [])
-
-    def _forget(self, test: Callable[[Hashable], bool], keys: list) -> int:
         now = time.monotonic()
         self._fences = [(t, m) for t, m in self._fences if now - t < self.fence_seconds]
         self._fences.append((now, test))
+        return self._drop([k for k in list(self._store.keys()) if test(k)])
+
+    def invalidate_key(self, key: Hashable) -> int:
+        """Forget one key (no scan; its fence is a dictionary entry)."""
+        now = time.monotonic()
+        fences = self._key_fences
+        fences.pop(key, None)
+        fences[key] = now  # insertion order is time order
+        while len(fences) > 1024 and now - next(iter(fences.values())) >= self.fence_seconds:
+            del fences[next(iter(fences))]
+        return self._drop([key] if key in self._store else [])
+
+    def _drop(self, keys: list) -> int:
         for key in keys:
             self._store.pop(key, None)
         self.invalidations += len(keys)
@@ -140,11 +147,13 @@ class SizedCache:
 
     def clear(self) -> None:
         """Forget everything (after a missed notification, for instance)."""
-        self.invalidations += len(self._store)
         self._fences.append((time.monotonic(), lambda _key: True))
-        self._store.clear()
+        self._drop(list(self._store.keys()))
 
     def _fenced(self, key: Hashable, now: float, loaded_at: float | None) -> bool:
+        at = self._key_fences.get(key)
+        if at is not None and (now - at < self.fence_seconds or (loaded_at is not None and loaded_at <= at)):
+            return True
         if not self._fences:
             return False
         for at, test in self._fences:
