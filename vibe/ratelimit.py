@@ -70,12 +70,15 @@ class LoadMonitor:
         self.calm_needed = max(1, math.ceil(settings.load_recovery_seconds / self.interval))
         self.calm = 0
         self.level = 0
-        self.last_lag = 0.0
+        self.lag = 0.0  # smoothed event-loop lag, seconds
         self.last_waiting = 0
 
     def sample(self, lag: float, waiting: int) -> int:
-        self.last_lag, self.last_waiting = lag, waiting
-        if lag > self.lag_threshold or waiting > self.wait_threshold:
+        """Take one sample. The lag is smoothed (half the last sample, half the history), so one
+        stall (a GC pause) is not an overload but lag sample after sample is."""
+        self.lag = (self.lag + lag) / 2
+        self.last_waiting = waiting
+        if self.lag > self.lag_threshold or waiting > self.wait_threshold:
             self.level, self.calm = min(self.level + 1, self.max_level), 0
         elif self.level:
             self.calm += 1
