@@ -51,6 +51,8 @@ def apply(app: web.Application, payload: str) -> None:
 class CacheInvalidation:
     """The hook implementations, bound to one app (registered by `vibe.users.setup`)."""
 
+    NAME = "vibe.cache_invalidation"
+
     def __init__(self, app: web.Application):
         self.app = app
         self.channel: str | None = None  # set on PostgreSQL when the listener starts

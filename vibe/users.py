@@ -101,7 +101,10 @@ def setup(app: web.Application) -> None:
     app[QUERY_CACHE] = DatabaseQueryCache("database_query", int(settings.query_cache_mb * MB),
                                           settings.query_cache_seconds, fence_seconds=fence)
     invalidation = CacheInvalidation(app)
-    app[PLUGINS].register(invalidation)
+    pm = app[PLUGINS]
+    if pm.has_plugin(CacheInvalidation.NAME):  # a plugin manager reused for a second app: this app's caches win
+        pm.unregister(name=CacheInvalidation.NAME)
+    pm.register(invalidation, name=CacheInvalidation.NAME)
     app.cleanup_ctx.append(listener_ctx(invalidation))
     ratelimit.setup(app)
     app.router.add_post(PATH, user_management)
