@@ -215,7 +215,8 @@ async def ratelimit_middleware(request: web.Request, handler):
         decision = limiter.hit(source, "webhook") if _signature_failed(response) else limiter.peek(source, "webhook")
         if not decision.allowed:
             return _too_many(request, decision)
-        response.headers.update(decision.headers())
+        if not response.prepared:
+            response.headers.update(decision.headers())
         return response
     key, tier = await _subject(request)
     decision = limiter.hit(key, tier)
@@ -226,7 +227,8 @@ async def ratelimit_middleware(request: web.Request, handler):
     except web.HTTPException as exc:  # redirects and the like: error_middleware answers the rest
         exc.headers.update(decision.headers())
         raise
-    response.headers.update(decision.headers())
+    if not response.prepared:  # a streamed answer has sent its headers already
+        response.headers.update(decision.headers())
     return response
 
 
