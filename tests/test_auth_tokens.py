@@ -11,7 +11,7 @@ import jwt
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 import tokens
 
@@ -33,7 +33,8 @@ class JwksHost:
         return web.json_response(self.document)
 
     def add(self, private_key, kid, alg):
-        algorithm = jwt.algorithms.ECAlgorithm if alg == "ES256" else jwt.algorithms.RSAAlgorithm
+        algorithm = {"ES256": jwt.algorithms.ECAlgorithm, "RS256": jwt.algorithms.RSAAlgorithm,
+                     "EdDSA": jwt.algorithms.OKPAlgorithm}[alg]
         public = algorithm.to_jwk(private_key.public_key(), as_dict=True)
         public.update(kid=kid, alg=alg, use="sig")
         self.document = {"keys": [*self.document["keys"], public]}
@@ -235,3 +236,16 @@ async def test_jwks_down_from_the_start_fails_fast_and_recovers(start_service, j
     jwks.failing = False
     await asyncio.sleep(1.05)  # without any key, a new attempt is allowed every second
     assert (await probe(service, tokens.es256(tokens.user_claims())))[0] == 200
+
+
+async def test_rs256_and_eddsa_keys_from_the_jwks(service, jwks):
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    jwks.add(rsa_key, "rsa-1", "RS256")
+    jwks.add(ed_key, "ed-1", "EdDSA")
+    claims = tokens.user_claims()
+    assert (await probe(service, jwt.encode(claims, rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})))[0] == 200
+    assert (await probe(service, jwt.encode(claims, ed_key, algorithm="EdDSA", headers={"kid": "ed-1"})))[0] == 200
+    # an EdDSA token naming the RSA key, and an ES256 token naming the Ed25519 key
+    assert (await probe(service, jwt.encode(claims, ed_key, algorithm="EdDSA", headers={"kid": "rsa-1"})))[0] == 401
+    assert (await probe(service, tokens.es256(claims, kid="ed-1")))[0] == 401
