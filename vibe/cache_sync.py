@@ -55,13 +55,15 @@ class CacheInvalidation:
 
     def __init__(self, app: web.Application):
         self.app = app
-        self.channel: str | None = None  # set on PostgreSQL when the listener starts
+        self.channel: str | None = None  # PostgreSQL: vibe_cache_<schema>, found on first use
 
     async def _announce(self, ctx, user_id: str | None) -> None:
         if not user_id:
             return
         evict_user(self.app, user_id)
-        if self.channel and ctx.tx.dialect == "postgresql":
+        if ctx.tx.dialect == "postgresql":
+            if self.channel is None:  # a hook before the listener started (the dispatcher starts first)
+                self.channel = channel_for(await ctx.tx.fetchval("SELECT current_schema()"))
             await ctx.tx.execute("SELECT pg_notify(%s, %s)", (self.channel, json.dumps({"user": user_id})))
 
     @hookimpl
