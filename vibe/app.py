@@ -62,14 +62,18 @@ async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     dispatcher = Dispatcher(app[DB], app[PLUGINS], app[STRIPE_HANDLERS], settings)
     app[DISPATCHER] = dispatcher
-    task = asyncio.create_task(dispatcher.run(), name="stripe-dispatcher") if settings.stripe_worker else None
+    # Several loops on PostgreSQL overlap their round trips (SKIP LOCKED keeps their batches
+    # apart); SQLite has one writer, so one loop.
+    loops = settings.stripe_dispatch_concurrency or (4 if settings.dialect == "postgresql" else 1)
+    tasks = [asyncio.create_task(dispatcher.run(), name=f"stripe-dispatcher-{i}")
+             for i in range(loops if settings.stripe_worker else 0)]
     try:
         yield
     finally:
         await app[STRIPE_INBOX].close()
         dispatcher.stop()
-        if task is not None:
-            await asyncio.wait_for(task, timeout=30)
+        if tasks:
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
 
 
 def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) -> web.Application:

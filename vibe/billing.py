@@ -83,7 +83,7 @@ async def update_profile(ctx: DomainContext, user_id: str, fields: dict[str, Any
     if not fields:
         return
     assignments = ", ".join(f"{name} = %s" for name in fields)
-    await ctx.tx.execute(
+    ctx.tx.defer(
         f"UPDATE profiles SET {assignments}, updated_at = %s WHERE id = %s",
         (*fields.values(), ctx.now, user_id),
     )
@@ -106,7 +106,7 @@ async def user_by_email(tx, email: str | None) -> str | None:
 
 async def link_customer(ctx: StripeEventContext, user_id: str, customer_id: str,
                         email: str | None = None) -> bool:
-    """Link a Stripe customer to a user once, and wake the events that were waiting for it."""
+    """Link a Stripe customer to a user once (the events waiting for it are woken on commit)."""
     rows = await ctx.tx.fetchall(
         "INSERT INTO stripe_customers (customer_id, user_id, email, source_event_id, linked_at) "
         "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id",
@@ -115,11 +115,7 @@ async def link_customer(ctx: StripeEventContext, user_id: str, customer_id: str,
     if not rows:
         return False
     await update_profile(ctx, user_id, {"stripe_customer_id": customer_id})
-    await ctx.tx.execute(
-        "UPDATE stripe_events SET status = 'pending', next_attempt_at = %s, waiting_for = NULL "
-        "WHERE status = 'waiting' AND waiting_for = %s",
-        (ctx.now, customer_id),
-    )
+    ctx.linked_customers.add(customer_id)  # the dispatcher wakes its waiting events after COMMIT
     await ctx.announce("customer_linked", user_id=user_id, customer_id=customer_id)
     return True
 

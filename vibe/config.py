@@ -161,6 +161,7 @@ class Settings:
     stripe_poll_seconds: float = 1.0
     stripe_extra_event_types: tuple[str, ...] = ()
     stripe_worker: bool = True
+    stripe_dispatch_concurrency: int = 0  # 0: 4 on PostgreSQL, 1 on SQLite
     referral_commission_rate: float = 0.20
 
     email_service_url: str = ""
@@ -241,6 +242,7 @@ class Settings:
             stripe_poll_seconds=_float(env, "STRIPE_POLL_SECONDS", 1.0, minimum=0.01),
             stripe_extra_event_types=_list(env, "STRIPE_EXTRA_EVENT_TYPES"),
             stripe_worker=_bool(env, "VIBE_STRIPE_WORKER", True),
+            stripe_dispatch_concurrency=_int(env, "STRIPE_DISPATCH_CONCURRENCY", 0),
             referral_commission_rate=rate,
             email_service_url=_str(env, "EMAIL_SERVICE_URL"),
             email_service_key=_str(env, "EMAIL_SERVICE_KEY"),

@@ -97,6 +97,12 @@ class Dispatcher:
         a savepoint per event, so one event's trouble never touches another's effects.
         """
         now = time.time()
+        # A plain read first: an idle poll takes no write lock (SQLite) and opens no transaction.
+        if not await self.db.fetchval(
+            "SELECT 1 FROM stripe_events WHERE status IN ('pending', 'failed', 'waiting') "
+            "AND next_attempt_at <= %s LIMIT 1", (now,)
+        ):
+            return 0
         async with self.db.transaction() as tx:
             rows = await tx.fetchall(
                 f"SELECT {_CLAIM_COLUMNS} FROM stripe_events "
@@ -107,14 +113,36 @@ class Dispatcher:
             if not rows:
                 return 0
             rows.sort(key=lambda r: (int(r["created"]), type_rank(r["type"]), r["received_at"]))
+            customers: set[str] = set()
             try:
                 async with tx.savepoint():
-                    updates = [await self._run(tx, row, isolated=False) for row in rows]
+                    updates = [await self._run(tx, row, customers, isolated=False) for row in rows]
             except _RunIsolated:
-                updates = [await self._run(tx, row, isolated=True) for row in rows]
-            await tx.executemany(_UPDATE, updates)
+                updates = [await self._run(tx, row, customers, isolated=True) for row in rows]
+            for update in updates:
+                tx.defer(_UPDATE, update)  # sent with COMMIT: one round trip
         self.processed += len(rows)
+        await self._wake_linked(customers)
         return len(rows)
+
+    async def _wake_linked(self, customers: set[str]) -> None:
+        """After COMMIT: events waiting for a customer that is now linked become due.
+
+        Done after commit by both sides, the transaction that linked a customer and the one that
+        parked an event for it, so that whichever commits last sees the other's work: no wake-up
+        is lost between concurrent batches or instances.
+        """
+        if not customers:
+            return
+        marks = ", ".join(["%s"] * len(customers))
+        woken = await self.db.execute(
+            "UPDATE stripe_events SET status = 'pending', next_attempt_at = %s, waiting_for = NULL "
+            f"WHERE status = 'waiting' AND waiting_for IN ({marks}) "
+            f"AND waiting_for IN (SELECT customer_id FROM stripe_customers WHERE customer_id IN ({marks}))",
+            (time.time(), *customers, *customers),
+        )
+        if woken:
+            self.wake()
 
     async def process_ids(self, event_ids: list[str]) -> list[dict[str, Any]]:
         """Process the named events now, whatever their status (replay); return their rows."""
@@ -126,12 +154,15 @@ class Dispatcher:
                 if row is None:
                     continue
                 row["attempts"] = 0  # a replay gets a fresh set of attempts
-                await tx.executemany(_UPDATE, [await self._run(tx, row, isolated=True)])
+                customers: set[str] = set()
+                tx.defer(_UPDATE, await self._run(tx, row, customers, isolated=True))
+            await self._wake_linked(customers)
             out.append(await self.db.fetchone("SELECT * FROM stripe_events WHERE id = %s", (event_id,)))
         return out
 
-    async def _run(self, tx: Transaction, row: dict[str, Any], *, isolated: bool) -> tuple:
-        """Run the event's handler; return the parameters of its status update (`_UPDATE`)."""
+    async def _run(self, tx: Transaction, row: dict[str, Any], customers: set[str], *, isolated: bool) -> tuple:
+        """Run the event's handler; return the parameters of its status update (`_UPDATE`).
+        Customers it linked or waits for are added to `customers`."""
         event = json.loads(row["payload"])
         handler = self.handlers.get(row["type"])
         now = time.time()
@@ -145,12 +176,15 @@ class Dispatcher:
                 else:
                     note = await handler(ctx)
                 await ctx.announce("stripe_event_processed", event=event, outcome=status)
+            customers |= ctx.linked_customers
         except DatabaseUnavailable:
             raise
         except Exception as exc:
             if not isolated:
                 raise _RunIsolated from exc
             status, note, error, next_at, waiting_for, attempts = self._outcome(exc, row, now, attempts)
+            if waiting_for:
+                customers.add(waiting_for)
         return (status, attempts, next_at, waiting_for, error,
                 None if note is None else str(note)[:2000], now, row["id"])
 
@@ -160,9 +194,8 @@ class Dispatcher:
             age = now - float(row["received_at"])
             if age > self.settings.stripe_wait_timeout_seconds:
                 return "dead", str(exc), f"gave up: {exc}", None, exc.customer_id, attempts
-            # Woken at once by the link; rechecked soon while young, in case the link was
-            # committed by another transaction that could not see this event waiting yet.
-            recheck = max(1.0, min(60.0, age / 2, self.settings.stripe_retry_max_seconds))
+            # Woken by the link (see _wake_linked); rechecked now and then all the same.
+            recheck = min(60.0, max(1.0, age), self.settings.stripe_retry_max_seconds)
             return "waiting", str(exc), None, now + recheck, exc.customer_id, attempts
         if isinstance(exc, EventOutcome):
             return exc.status, str(exc) or None, None, None, None, attempts
