@@ -64,7 +64,7 @@ class CacheInvalidation:
         if ctx.tx.dialect == "postgresql":
             if self.channel is None:  # a hook before the listener started (the dispatcher starts first)
                 self.channel = channel_for(await ctx.tx.fetchval("SELECT current_schema()"))
-            await ctx.tx.execute("SELECT pg_notify(%s, %s)", (self.channel, json.dumps({"user": user_id})))
+            ctx.tx.defer("SELECT pg_notify(%s, %s)", (self.channel, json.dumps({"user": user_id})))
 
     @hookimpl
     async def user_created(self, ctx, user):

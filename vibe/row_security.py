@@ -26,11 +26,12 @@ async def as_user(tx: Transaction, user_id: str) -> AsyncIterator[Transaction]:
     if tx.dialect != "postgresql":
         yield tx
         return
-    await tx.execute("SELECT set_config('vibe.user_id', %s, true)", (user_id,))
-    await tx.execute(f"SET LOCAL ROLE {ROLE}")
+    # deferred: they travel with the block's first query, in the same round trip
+    tx.defer("SELECT set_config('vibe.user_id', %s, true)", (user_id,))
+    tx.defer(f"SET LOCAL ROLE {ROLE}")
     yield tx  # on an error the transaction rolls back, and SET LOCAL with it
-    await tx.execute("RESET ROLE")
-    await tx.execute("SELECT set_config('vibe.user_id', '', true)")
+    tx.defer("RESET ROLE")
+    tx.defer("SELECT set_config('vibe.user_id', '', true)")
 
 
 @contextlib.asynccontextmanager
