@@ -24,7 +24,7 @@ async def subscription_event(ctx):
     values = (user_id, customer_id, status, paid_tier, price.get("id"), price.get("unit_amount") or price.get("amount"),
               price.get("currency"), (price.get("recurring") or {}).get("interval") or price.get("interval"),
               period_end, cancel, sub.get("start_date"), sub.get("ended_at"), ctx.now)
-    await ctx.tx.execute(
+    ctx.tx.defer(
         "INSERT INTO subscriptions (user_id, customer_id, status, tier, price_id, amount, currency, "
         "billing_interval, current_period_end, cancel_at_period_end, started_at, ended_at, updated_at, id) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "

@@ -53,7 +53,7 @@ async def test_postgres_going_away_answers_503_then_recovers(start_service, data
 async def test_sqlite_locked_by_another_process_answers_503_then_recovers(start_service, database_url):
     service = await start_service(DB_CONNECTION_TIMEOUT="200")
     await service.deliver(customer_event(1))
-    holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None, timeout=10)
     holder.execute("BEGIN EXCLUSIVE")
     try:
         resp = await service.post_event(customer_event(2))

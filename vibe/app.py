@@ -10,7 +10,7 @@ import aiohttp
 import pluggy
 from aiohttp import web
 
-from . import analytics_http, health, webhooks
+from . import analytics_http, health, users, webhooks
 from .auth import JwksCache, TokenVerifier
 from .config import Settings
 from .database import create_database
@@ -20,6 +20,7 @@ from .inbox import store_events
 from .keys import (DB, DISPATCHER, HTTP_SESSION, PLUGINS, SETTINGS, STARTED_AT, STRIPE_HANDLERS, STRIPE_INBOX,
                    TOKEN_VERIFIER)
 from .middlewares import error_middleware, request_id_middleware
+from .ratelimit import ratelimit_middleware
 from .migrations import migrate
 from .plugin_host import build_plugin_manager
 from .stripe_registry import collect_stripe_handlers
@@ -41,7 +42,10 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     app[HTTP_SESSION] = session
-    jwks = JwksCache(settings.supabase_jwks_url, lambda: session) if settings.supabase_jwks_url else None
+    jwks = JwksCache(
+        settings.supabase_jwks_url, lambda: session, ttl=settings.jwks_cache_seconds,
+        timeout=settings.jwks_timeout_seconds, min_refresh=settings.jwks_min_refresh_seconds,
+    ) if settings.supabase_jwks_url else None
     app[TOKEN_VERIFIER] = TokenVerifier(settings, jwks)
     try:
         yield
@@ -76,7 +80,7 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     """Build the application. Start-up errors (plugins, handlers) raise here, before serving."""
     pm = pm or build_plugin_manager(settings)
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[request_id_middleware, ratelimit_middleware, error_middleware],
         client_max_size=webhooks.MAX_BODY,
     )
     app[SETTINGS] = settings
@@ -88,6 +92,7 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     app.cleanup_ctx.append(stripe_ctx)
     health.setup_routes(app)
     webhooks.setup_routes(app)
+    users.setup(app)
     analytics_http.setup(app)
     for result in pm.hook.register_routes(app=app):
         if asyncio.iscoroutine(result):

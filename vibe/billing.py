@@ -83,7 +83,7 @@ async def update_profile(ctx: DomainContext, user_id: str, fields: dict[str, Any
     if not fields:
         return
     assignments = ", ".join(f"{name} = %s" for name in fields)
-    await ctx.tx.execute(
+    ctx.tx.defer(
         f"UPDATE profiles SET {assignments}, updated_at = %s WHERE id = %s",
         (*fields.values(), ctx.now, user_id),
     )

@@ -40,15 +40,28 @@ class PostgresTransaction(Transaction):
     dialect = "postgresql"
 
     def __init__(self, cursor: aiopg.Cursor):
+        super().__init__()
         self._cur = cursor
 
+    async def _send(self, sql: str | bytes, params: Params = None) -> None:
+        """Run `sql` after the deferred statements, in one round trip (psycopg2 binds
+        parameters on the client, so several statements go as one query string)."""
+        deferred = self._take_deferred()
+        if not deferred:
+            await self._cur.execute(sql, params or None)
+            return
+        mogrify = self._cur.mogrify
+        parts = [mogrify(s, p or None) if p else s.encode() for s, p in deferred]
+        parts.append(sql if isinstance(sql, bytes) else mogrify(sql, params or None) if params else sql.encode())
+        await self._cur.execute(b";\n".join(parts))
+
     async def execute(self, sql: str, params: Params = None) -> int:
-        await self._cur.execute(sql, params or None)
+        await self._send(sql, params)
         return self._cur.rowcount
 
     async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
         cur = self._cur
-        await cur.execute(sql, params or None)
+        await self._send(sql, params)
         if cur.description is None:
             return []
         names = [d[0] for d in cur.description]
@@ -59,7 +72,7 @@ class PostgresTransaction(Transaction):
         # are bound one by one and sent together: one round trip for the whole batch.
         bound = [self._cur.mogrify(sql, params) for params in seq]
         if bound:
-            await self._cur.execute(b";".join(bound))
+            await self._send(b";\n".join(bound))
 
 
 class PostgresDatabase(Database):
@@ -127,7 +140,8 @@ class PostgresDatabase(Database):
 
     async def _begin(self) -> tuple[aiopg.Connection, aiopg.Cursor]:
         """A pooled connection inside BEGIN. A pooled connection the server dropped while idle
-        (a restart, pg_terminate_backend) fails here, before any work: it is replaced once."""
+        (a restart, pg_terminate_backend) fails here, before any work: then the idle ones are
+        all closed (they went the same way) and a fresh connection is tried once."""
         for attempt in (1, 2):
             conn = await self._acquire()
             try:
@@ -140,6 +154,8 @@ class PostgresDatabase(Database):
                     raise
                 if attempt == 2:
                     raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
+                if self._pool is not None:
+                    await self._pool.clear()
         raise AssertionError("unreachable")
 
     @contextlib.asynccontextmanager
@@ -147,15 +163,17 @@ class PostgresDatabase(Database):
         conn, cur = await self._begin()
         broken = False
         try:
+            tx = PostgresTransaction(cur)
             try:
-                yield PostgresTransaction(cur)
+                yield tx
             except BaseException:
+                tx.discard_deferred()
                 if not conn.closed:
                     with contextlib.suppress(*_UNAVAILABLE, psycopg2.Error):
                         await cur.execute("ROLLBACK")
                 raise
             else:
-                await cur.execute("COMMIT")
+                await tx.execute("COMMIT")  # with whatever is still deferred, in one round trip
         except psycopg2.Error as exc:
             if _is_unavailable(exc) or conn.closed:
                 broken = True

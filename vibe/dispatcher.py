@@ -97,6 +97,12 @@ class Dispatcher:
         a savepoint per event, so one event's trouble never touches another's effects.
         """
         now = time.time()
+        # A plain read first: an idle poll takes no write lock (SQLite) and opens no transaction.
+        if not await self.db.fetchval(
+            "SELECT 1 FROM stripe_events WHERE status IN ('pending', 'failed', 'waiting') "
+            "AND next_attempt_at <= %s LIMIT 1", (now,)
+        ):
+            return 0
         async with self.db.transaction() as tx:
             rows = await tx.fetchall(
                 f"SELECT {_CLAIM_COLUMNS} FROM stripe_events "
@@ -113,7 +119,8 @@ class Dispatcher:
                     updates = [await self._run(tx, row, customers, isolated=False) for row in rows]
             except _RunIsolated:
                 updates = [await self._run(tx, row, customers, isolated=True) for row in rows]
-            await tx.executemany(_UPDATE, updates)
+            for update in updates:
+                tx.defer(_UPDATE, update)  # sent with COMMIT: one round trip
         self.processed += len(rows)
         await self._wake_linked(customers)
         return len(rows)
@@ -148,7 +155,7 @@ class Dispatcher:
                     continue
                 row["attempts"] = 0  # a replay gets a fresh set of attempts
                 customers: set[str] = set()
-                await tx.executemany(_UPDATE, [await self._run(tx, row, customers, isolated=True)])
+                tx.defer(_UPDATE, await self._run(tx, row, customers, isolated=True))
             await self._wake_linked(customers)
             out.append(await self.db.fetchone("SELECT * FROM stripe_events WHERE id = %s", (event_id,)))
         return out

@@ -85,7 +85,7 @@ async def record_dispute(ctx: StripeEventContext, dispute: dict, user_id: str | 
     )
     if not rows:
         return False
-    await ctx.tx.execute(
+    ctx.tx.defer(
         "INSERT INTO review_flags (user_id, reason, reference, created_at) VALUES (%s, %s, %s, %s) "
         "ON CONFLICT (reference) DO NOTHING",
         (user_id, f"dispute {dispute.get('reason') or ''}".strip(), f"dispute:{dispute['id']}", ctx.now),
