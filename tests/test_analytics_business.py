@@ -3,9 +3,11 @@
 import json
 import uuid
 
+import tokens
 from analytics_support import WRITE_KEY, at, get, post, stored
 from conftest import load_event, postgres_only, wait_until
 from vibe.analytics_queries import refresh_business_views
+from vibe.keys import ANALYTICS
 
 
 def stripe_event(name, created, **obj):
@@ -97,3 +99,23 @@ async def test_business_views_refresh_on_a_schedule(start_service):
         return (await get(service, "business", **span))["revenue"] != []
 
     await wait_until(refreshed, timeout=10)
+
+
+async def test_answers_are_cached_until_a_write_refresh_or_erasure(start_service):
+    service = await start_service(ANALYTICS_WRITE_KEY=WRITE_KEY)
+    generations = service.app[ANALYTICS].generations
+    if service.db.dialect == "postgresql":  # the schedule refreshes the views once at start-up
+
+        async def refreshed_once():
+            return generations["business"] >= 1
+
+        await wait_until(refreshed_once)
+    span = {"from": at(0), "to": at(2)}
+    assert (await get(service, "business", **span))["users"] == 0
+    await seed_billing(service.db)  # billing rows change behind the cache's back
+    await refresh_business_views(service.db)
+    assert (await get(service, "business", **span))["users"] == 0  # served from the cache
+    resp = await service.client.delete("/functions/v1/analytics-tracking/users/nobody",
+                                       headers=tokens.auth(tokens.admin_token()))
+    assert resp.status == 200  # an erasure drops every cached analytics answer at once
+    assert (await get(service, "business", **span))["users"] == 5

@@ -1,6 +1,6 @@
 """The analytics read API (admins and the service; a user may read and export their own journey),
-and erasure: `DELETE .../users/{user_id}`. Answers go through the query cache; a write bumps the
-cache's generation, so a read that raced a write never stores a stale answer.
+and erasure: `DELETE .../users/{user_id}`. Answers go through the shared DatabaseQueryCache, under
+keys versioned by the writes (see AnalyticsState).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .analytics_model import EventInvalid, check_id, check_name, parse_time, sto
 from .analytics_store import export_user, forget_user
 from .auth import require
 from .errors import ApiError
-from .keys import ANALYTICS, DB
+from .keys import ANALYTICS, DB, SETTINGS
 
 DEFAULT_SPAN = 30 * 86400
 
@@ -52,14 +52,14 @@ def _check(value: str, field: str, check: Callable[[Any, str], Any]) -> str:
 
 
 async def cached(request: web.Request, key: tuple, tag: str, compute: Callable[[], Awaitable[Any]]) -> Any:
-    state = request.app[ANALYTICS]
-    cache_key = json.dumps(key, default=str)
-    value = state.cache.get(cache_key)
+    """`compute()`, through the shared query cache for ANALYTICS_CACHE_TTL seconds (0: not cached)."""
+    state, ttl = request.app[ANALYTICS], request.app[SETTINGS].analytics_cache_ttl
+    cache_key = state.cache_key(tag, *key)
+    value = state.cache.get(cache_key) if ttl else None
     if value is None:
-        generation = state.generation
         value = await compute()
-        if generation == state.generation:  # no write or erasure happened meanwhile
-            state.cache.set(cache_key, value, tags=(tag,))
+        if ttl:
+            state.cache.set(cache_key, value, expires_at=time.time() + ttl)
     return value
 
 
@@ -111,7 +111,7 @@ async def get_funnel(request: web.Request) -> web.Response:
         _check(step, "steps", check_name)
     start, end = time_range(request)
     db = request.app[DB]
-    return web.json_response(await cached(request, ("funnel", steps, start, end), "events",
+    return web.json_response(await cached(request, ("funnel", tuple(steps), start, end), "events",
                                           lambda: queries.funnel(db, steps, start, end)))
 
 

@@ -13,9 +13,8 @@ from . import analytics_api, analytics_segment
 from .analytics_ingest import AnalyticsState, committer_ctx, ingest, parse_json, read_body, sender_of
 from .analytics_jobs import jobs_ctx
 from .analytics_model import MAX_BATCH, EventInvalid, Sender, collect_endpoints, parse_time
-from .analytics_queries import QueryCache
 from .errors import ApiError
-from .keys import ANALYTICS, PLUGINS, SETTINGS
+from .keys import ANALYTICS, PLUGINS, QUERY_CACHE, SETTINGS
 
 PREFIX = "/functions/v1/analytics-tracking"
 
@@ -73,11 +72,12 @@ async def track(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    """Register analytics on `app` (one call in create_app)."""
+    """Register analytics on `app` (one call in create_app, after `users.setup`, which makes the
+    shared DatabaseQueryCache)."""
     settings = app[SETTINGS]
     app[ANALYTICS] = AnalyticsState(
         endpoints=collect_endpoints(app[PLUGINS], settings),
-        cache=QueryCache(ttl=settings.analytics_cache_ttl),
+        cache=app[QUERY_CACHE],
     )
     app.cleanup_ctx.append(committer_ctx)
     app.cleanup_ctx.append(jobs_ctx)

@@ -1,7 +1,7 @@
 """Ingestion shared by both doors: reading a body, who sent it, and storing events once durable.
 
-`AnalyticsState` (under the ANALYTICS AppKey) holds the registered endpoints, the query cache
-and the group committer; `ingest` checks events and answers only after their COMMIT.
+`AnalyticsState` (under the ANALYTICS AppKey) holds the registered endpoints, the cache
+generations and the group committer; `ingest` checks events and answers only after their COMMIT.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from .analytics_model import AnalyticsEndpoint, Event, EventInvalid, Sender, parse_event
-from .analytics_queries import QueryCache
+from .caches import DatabaseQueryCache
 from .analytics_store import SeenActors, store_events
 from .auth import principal_of
 from .database import Transaction
@@ -29,20 +29,29 @@ MAX_BODY = 500 * 1024
 
 @dataclasses.dataclass
 class AnalyticsState:
+    """Answers are cached in the shared DatabaseQueryCache under keys that carry a generation per
+    tag (`events`, `business`): a write bumps the generation (O(1) on the hot path) and the old
+    entries are never read again and age out; a read computed before a write is stored under
+    the old generation, so it can never be served after that write was acknowledged."""
+
     endpoints: dict[str, AnalyticsEndpoint]
-    cache: QueryCache
+    cache: DatabaseQueryCache
     committer: GroupCommitter | None = None
-    generation: int = 0  # bumped on every write that may change a cached answer
+    generations: dict[str, int] = dataclasses.field(default_factory=lambda: {"events": 0, "business": 0})
     seen: SeenActors = dataclasses.field(default_factory=SeenActors)
 
+    def cache_key(self, tag: str, *parts: Any) -> tuple:
+        return ("analytics", tag, self.generations[tag], *parts)
+
     def invalidate(self, tag: str) -> None:
-        self.generation += 1
-        self.cache.invalidate(tag)
+        self.generations[tag] += 1
 
     def clear_cache(self) -> None:
-        """After an erasure: every cached answer, and the actor rows known to exist."""
-        self.generation += 1
-        self.cache.clear()
+        """After an erasure: drop every cached analytics answer at once, and the actor rows known
+        to exist."""
+        for tag in self.generations:
+            self.generations[tag] += 1
+        self.cache.invalidate(("analytics",))
         self.seen.clear()
 
     async def flush(self, tx: Transaction, requests: Sequence[list[Event]]) -> list[tuple[list[str], set]]:

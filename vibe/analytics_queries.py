@@ -1,4 +1,4 @@
-"""Reading analytics: metrics series, business figures, journeys and funnels, and their cache.
+"""Reading analytics: metrics series, business figures, journeys and funnels.
 
 Real-time figures come from the rollups (written with the events, so a read right after an
 acknowledged write sees it). Business figures come from the `analytics_business_*` views:
@@ -7,9 +7,7 @@ materialized on PostgreSQL (refreshed concurrently on a schedule), plain views o
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Sequence
-
-import cachetools
+from typing import Any, Sequence
 
 from .analytics_model import stored_event
 from .analytics_store import GRANULARITIES, bucket, export_user
@@ -19,41 +17,6 @@ SESSION_GAP = 30 * 60
 MAX_BUCKETS = 5000
 BUSINESS_VIEWS = ("analytics_business_subscribers", "analytics_business_revenue_daily",
                   "analytics_business_flow_daily", "analytics_business_conversion_daily")
-
-
-class QueryCache:
-    """Query results by key, each with tags to invalidate it by, for `ttl` seconds.
-
-    A deliberately narrow interface (get / set / invalidate / clear): the lead switches it to
-    the shared DatabaseQueryCache of issue 3 at merge.
-    """
-
-    def __init__(self, maxsize: int = 1024, ttl: float = 60.0):
-        self.ttl = ttl  # 0: keep nothing
-        self._entries: cachetools.TTLCache = cachetools.TTLCache(maxsize=maxsize, ttl=max(ttl, 1.0))
-        self._tags: dict[str, set[Hashable]] = {}
-
-    def get(self, key: Hashable) -> Any | None:
-        entry = self._entries.get(key)
-        return None if entry is None else entry[0]
-
-    def set(self, key: Hashable, value: Any, tags: Sequence[str] = ()) -> None:
-        if self.ttl <= 0:
-            return
-        self._entries[key] = (value, tuple(tags))
-        for tag in tags:
-            self._tags.setdefault(tag, set()).add(key)
-
-    def invalidate(self, tag: str) -> None:
-        for key in self._tags.pop(tag, ()):
-            self._entries.pop(key, None)
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self._tags.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 async def metrics(db: Database, name: str, start: float, end: float, granularity: str) -> dict[str, Any]:
