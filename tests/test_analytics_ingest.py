@@ -262,3 +262,18 @@ async def test_a_transaction_holds_at_most_the_configured_events_and_never_split
     singles = [{"event": "One", "user_id": "u", "message_id": f"one-{i}"} for i in range(6)]
     await asyncio.gather(*(post(service, "event", body) for body in singles))
     assert committer.items == 11 and 5 + 2 <= committer.batches < 11  # up to 3 single events together
+
+
+async def test_servers_with_the_write_key_are_not_rate_limited_but_browsers_are(start_service):
+    service = await start_service(ANALYTICS_WRITE_KEY=WRITE_KEY, RATE_LIMIT_ANONYMOUS="3")
+    for i in range(6):
+        await post(service, "event", {"event": "x", "user_id": "u", "message_id": f"srv-{i}"})
+    statuses = []
+    for i in range(4):
+        resp = await service.client.post(f"{PREFIX}/event", json={"event": "x", "anonymous_id": "a"},
+                                         headers=browser())
+        statuses.append(resp.status)
+    assert statuses == [200, 200, 200, 429]
+    resp = await service.client.post(f"{PREFIX}/event", json={"event": "x", "user_id": "u"},
+                                     headers={"X-Write-Key": "guess"})
+    assert resp.status == 429  # a wrong key counts against its IP like any anonymous caller
