@@ -10,7 +10,7 @@ import aiohttp
 import pluggy
 from aiohttp import web
 
-from . import health, webhooks
+from . import email_service, health, webhooks
 from .auth import JwksCache, TokenVerifier
 from .config import Settings
 from .database import create_database
@@ -84,6 +84,7 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     app.cleanup_ctx.append(stripe_ctx)
     health.setup_routes(app)
     webhooks.setup_routes(app)
+    email_service.setup(app)
     for result in pm.hook.register_routes(app=app):
         if asyncio.iscoroutine(result):
             raise TypeError("register_routes implementations must be plain functions")
