@@ -28,16 +28,18 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float, retry_after: float | None = None,
+                  retry_after_limit: float = 86400.0,
                   rng: Callable[[float, float], float] = random.uniform) -> float:
     """Seconds to wait before retry number `attempt` (1 = the first retry).
 
     Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]. A server's `Retry-After` is a
-    floor: never retry sooner than it asked (still capped by `cap`).
+    floor: never retry sooner than it asked, even beyond `cap` (up to `retry_after_limit`, so a
+    server's mistake cannot park work for a year).
     """
     ceiling = min(cap, base * 2 ** max(0, attempt - 1))
     delay = rng(0.0, ceiling)
     if retry_after is not None and retry_after > 0:
-        delay = max(delay, min(retry_after, cap))
+        delay = max(delay, min(retry_after, retry_after_limit))
     return delay
 
 
