@@ -45,24 +45,14 @@ async def record_event(tx: Transaction, email_id: int, status: str, detail: str 
     )
 
 
-async def is_suppressed(tx: Transaction, address: str) -> str | None:
-    return await tx.fetchval("SELECT reason FROM email_suppressions WHERE email = %s", (address.lower(),))
-
-
-async def is_unsubscribed(tx: Transaction, user_id: str, category: str) -> bool:
-    value = await tx.fetchval(
-        "SELECT subscribed FROM email_preferences WHERE user_id = %s AND category = %s", (user_id, category)
-    )
-    return value is not None and not value
-
-
 async def enqueue(tx: Transaction, templates: Mapping[str, EmailTemplate], *, user_id: str, type: str,
                   data: Mapping[str, Any], idempotency_key: str, sender: str,
                   now: float | None = None) -> tuple[dict[str, Any], bool]:
     """Queue (or find) the message for `idempotency_key`; returns (row, created).
 
     Raises EmailRejected for an unknown type, bad data, an unknown user or one without an
-    address, or a key already used for another user or type.
+    address, or a key already used for another user or type, always before writing anything:
+    a caller batching several requests in one transaction needs no savepoint per request.
     """
     now = time.time() if now is None else now
     template = templates.get(type)
@@ -76,7 +66,10 @@ async def enqueue(tx: Transaction, templates: Mapping[str, EmailTemplate], *, us
     if existing is not None:
         return _same(existing, user_id, type), False
     profile = await tx.fetchone(
-        "SELECT id, email, full_name, display_name, referral_code FROM profiles WHERE id = %s", (user_id,)
+        "SELECT p.id, p.email, p.full_name, p.display_name, p.referral_code, s.reason AS suppressed, "
+        "c.subscribed FROM profiles p LEFT JOIN email_suppressions s ON s.email = LOWER(p.email) "
+        "LEFT JOIN email_preferences c ON c.user_id = p.id AND c.category = %s WHERE p.id = %s",
+        (template.category, user_id),
     )
     if profile is None:
         raise EmailRejected(404, "user_not_found", f"no user {user_id}")
@@ -85,24 +78,26 @@ async def enqueue(tx: Transaction, templates: Mapping[str, EmailTemplate], *, us
     data = dict(data)
     if template.prepare is not None:
         data = await template.prepare(tx, profile, data, now)
-    address = profile["email"].lower()
     status, detail = "queued", None
-    reason = await is_suppressed(tx, address)
-    if reason:
-        status, detail = "suppressed", f"address suppressed: {reason}"
-    elif template.category != "transactional" and await is_unsubscribed(tx, user_id, template.category):
+    if profile["suppressed"]:
+        status, detail = "suppressed", f"address suppressed: {profile['suppressed']}"
+    elif template.category != "transactional" and profile["subscribed"] is not None and not profile["subscribed"]:
         status, detail = "suppressed", f"unsubscribed from {template.category} mail"
-    rows = await tx.fetchall(
-        "INSERT INTO email_messages (idempotency_key, user_id, recipient, type, category, data, status, "
-        "next_attempt_at, message_id, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    row = {"idempotency_key": idempotency_key, "user_id": user_id, "recipient": profile["email"].lower(),
+           "type": type, "category": template.category, "data": json.dumps(data, sort_keys=True),
+           "status": status, "next_attempt_at": now if status == "queued" else None,
+           "message_id": message_id_for(sender), "created_at": now, "updated_at": now}
+    inserted = await tx.fetchall(
+        f"INSERT INTO email_messages ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))}) "
         "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-        (idempotency_key, user_id, address, type, template.category, json.dumps(data, sort_keys=True), status,
-         now if status == "queued" else None, message_id_for(sender), now, now),
+        list(row.values()),
     )
-    if rows:
-        await record_event(tx, rows[0]["id"], status, detail, now)
-    row = await tx.fetchone("SELECT * FROM email_messages WHERE idempotency_key = %s", (idempotency_key,))
-    return (row if rows else _same(row, user_id, type)), bool(rows)
+    if not inserted:  # another transaction queued this key a moment ago
+        existing = await tx.fetchone("SELECT * FROM email_messages WHERE idempotency_key = %s", (idempotency_key,))
+        return _same(existing, user_id, type), False
+    row.update(id=inserted[0]["id"], attempts=0)
+    await record_event(tx, row["id"], status, detail, now)
+    return row, True
 
 
 def _same(row: dict, user_id: str, type: str) -> dict:

@@ -7,13 +7,16 @@ A sender's `send(message)` returns the provider's id (or None) or raises `SendEr
 from __future__ import annotations
 
 import asyncio
+import binascii
 import dataclasses
-import email.policy
+import functools
 import os
+import re
 import time
 import urllib.parse
-from email.message import EmailMessage
-from email.utils import formatdate
+import uuid
+from email.header import Header
+from email.utils import formataddr, formatdate, parseaddr
 from pathlib import Path
 from typing import Callable
 
@@ -44,18 +47,60 @@ class Outgoing:
     type: str
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
-    def mime(self) -> EmailMessage:
-        msg = EmailMessage(policy=email.policy.SMTP)
-        msg["From"] = self.sender
-        msg["To"] = self.to
-        msg["Subject"] = self.subject
-        msg["Date"] = formatdate(time.time(), usegmt=True)
-        msg["Message-ID"] = self.message_id
-        for name, value in self.headers.items():
-            msg[name] = value
-        msg.set_content(self.text)
-        msg.add_alternative(self.html, subtype="html")
-        return msg
+    @property
+    def envelope_sender(self) -> str:
+        return _envelope(self.sender)
+
+    def raw(self) -> bytes:
+        """The message as RFC 5322 bytes (CRLF): multipart/alternative, text then HTML, both
+        UTF-8 quoted-printable. Built directly: the email package's generator costs ~1.5 ms."""
+        boundary = f"=_vibe_{uuid.uuid4().hex}"
+        headers = [
+            ("From", _address(self.sender)), ("To", _address(self.to)), ("Subject", _header(self.subject)),
+            ("Date", formatdate(time.time(), usegmt=True)), ("Message-ID", self.message_id),
+            *((name, _header(value)) for name, value in self.headers.items()),
+            ("MIME-Version", "1.0"), ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+        ]
+        lines = [f"{name}: {value}" for name, value in headers]
+        head = "\r\n".join(lines).encode("ascii")
+        parts = b"".join(
+            b"--" + boundary.encode() + b"\r\nContent-Type: " + kind + b"; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + _qp(body) + b"\r\n"
+            for kind, body in ((b"text/plain", self.text), (b"text/html", self.html))
+        )
+        return head + b"\r\n\r\n" + parts + b"--" + boundary.encode() + b"--\r\n"
+
+
+@functools.lru_cache(maxsize=16)
+def _envelope(sender: str) -> str:
+    return parseaddr(sender)[1]
+
+
+def _header(value: str) -> str:
+    """A header value: ASCII as it is (one line), anything else RFC 2047-encoded."""
+    value = " ".join(value.split())
+    if value.isascii():
+        return value
+    return Header(value, "utf-8", maxlinelen=76).encode(linesep="\r\n")
+
+
+_PLAIN_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+$")
+
+
+@functools.lru_cache(maxsize=64)
+def _address(value: str) -> str:
+    """An address header value (the From address repeats: parsed once)."""
+    if _PLAIN_ADDRESS.match(value):
+        return value
+    name, address = parseaddr(value)
+    if not address or "\n" in value or "\r" in value:
+        raise ValueError(f"not an email address: {value!r}")
+    return formataddr((name, address), charset="utf-8")
+
+
+def _qp(text: str) -> bytes:
+    body = ("\n".join(text.splitlines()) + "\n").encode("utf-8")
+    return binascii.b2a_qp(body, istext=True).replace(b"\n", b"\r\n")
 
 
 class OutboxSender:
@@ -71,7 +116,7 @@ class OutboxSender:
         final = self.folder / f"{message.id:010d}.eml"
         temp = final.with_suffix(".tmp")
         with open(temp, "wb") as fh:
-            fh.write(message.mime().as_bytes())
+            fh.write(message.raw())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(temp, final)  # a reader never sees half a message
@@ -174,7 +219,7 @@ class SmtpSender:
             client.close()
 
     async def send(self, message: Outgoing) -> str | None:
-        mime = message.mime()
+        raw = message.raw()
         async with self._slots:
             for _ in range(2):  # a reused connection the server closed meanwhile: once more on a new one
                 try:
@@ -182,7 +227,7 @@ class SmtpSender:
                 except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
                     raise SendError(f"smtp connect: {type(exc).__name__}: {exc}", transient=True) from exc
                 try:
-                    await client.send_message(mime)
+                    await client.sendmail(message.envelope_sender, [message.to], raw)
                 except aiosmtplib.SMTPServerDisconnected as exc:
                     await self._discard(client)
                     if reused:

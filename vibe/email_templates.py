@@ -149,6 +149,7 @@ class EmailRenderer:
             loader=jinja2.FileSystemLoader([str(f) for f in folders]),
             autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+            auto_reload=False,  # templates are read once; no stat() per render
         )
         self.env.filters.update(money=format_money, date=format_date)
         for template in self.templates.values():

@@ -131,9 +131,10 @@ class EmailWorker:
             )
             if not rows:
                 return []
-            await tx.executemany(
-                "UPDATE email_messages SET status = 'sending', claimed_at = %s, updated_at = %s WHERE id = %s",
-                [(now, now, r["id"]) for r in rows],
+            await tx.execute(
+                "UPDATE email_messages SET status = 'sending', claimed_at = %s, updated_at = %s "
+                f"WHERE id IN ({', '.join(['%s'] * len(rows))})",
+                (now, now, *(r["id"] for r in rows)),
             )
             await tx.executemany(
                 "INSERT INTO email_message_events (email_id, status, detail, at) VALUES (%s, 'sending', %s, %s)",
