@@ -3,6 +3,8 @@ data is validated; registration mistakes are start-up errors; the preview comman
 
 import pytest
 
+from conftest import ROOT
+
 from vibe import cli
 from vibe.config import Settings
 from vibe.email_templates import EmailRenderer, EmailTemplate, TemplateError, collect_templates, format_money
@@ -126,3 +128,11 @@ def test_preview_command(monkeypatch, capsys, tmp_path):
     assert "--data is not valid JSON" in capsys.readouterr().err
     assert cli.main(["email", "preview", "payment_failed", "--data", "{}"]) == 1
     assert "data.amount: required" in capsys.readouterr().err
+
+
+def test_the_example_third_party_plugin_loads_and_renders(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("VIBE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("VIBE_PLUGINS_DIRS", str(ROOT / "examples" / "email_plugin"))
+    assert cli.main(["email", "preview", "course_reminder", "--html"]) == 0
+    html = capsys.readouterr().out
+    assert "Live build: a SaaS in an afternoon" in html and "Vibe Coding Bible" in html  # the shared layout
