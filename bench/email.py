@@ -24,7 +24,6 @@ import os
 import signal
 import socket
 import sqlite3
-import statistics
 import subprocess
 import tempfile
 import time

@@ -127,6 +127,7 @@ class FakeResend:
         self.by_key: dict[str, str] = {}
         self.script: list[tuple[int, dict]] = []
         self.down = False
+        self.delay = 0.0  # seconds each answer takes
 
     def fail_with(self, status: int, times: int = 1, headers: dict | None = None) -> None:
         self.script.extend([(status, headers or {})] * times)
@@ -134,6 +135,7 @@ class FakeResend:
     async def emails(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests.append({"headers": dict(request.headers), "body": body})
+        await asyncio.sleep(self.delay)
         if request.headers.get("Authorization") != f"Bearer {self.KEY}":
             return web.json_response({"statusCode": 401, "name": "missing_api_key", "message": "Missing API key"},
                                      status=401)

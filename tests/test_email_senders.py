@@ -7,7 +7,7 @@ from email_support import (add_profile, fake_resend, queue, resend_env, smtp_ser
                            wait_status)
 
 
-async def test_smtp_end_to_end_with_login(start_email, smtp_server):
+async def test_smtp_end_to_end_with_login(smtp_server, start_email):
     service = await start_email(EMAIL_BACKEND="smtp", EMAIL_SMTP_URL=f"smtp://mailer:s3cret@127.0.0.1:{smtp_server.port}",
                                 EMAIL_FROM="Vibe <hello@vibe.test>", PUBLIC_URL="https://learn.example.com")
     user = await add_profile(service.db, full_name="Ada Lovelace")
@@ -31,7 +31,7 @@ async def test_smtp_end_to_end_with_login(start_email, smtp_server):
     assert len({m["Message-ID"] for m in smtp_server.messages}) == 2
 
 
-async def test_smtp_permanent_refusal_is_dead_and_temporary_is_retried(start_email, smtp_server):
+async def test_smtp_permanent_refusal_is_dead_and_temporary_is_retried(smtp_server, start_email):
     service = await start_email(EMAIL_BACKEND="smtp", EMAIL_SMTP_URL=f"smtp://127.0.0.1:{smtp_server.port}",
                                 EMAIL_RETRY_BASE_SECONDS="0.05", EMAIL_RETRY_MAX_SECONDS="0.1")
     refused = await add_profile(service.db, email_address="gone@example.com")

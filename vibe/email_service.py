@@ -7,6 +7,7 @@ sender and circuit breaker), which drains in-flight sends on shutdown; the sched
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import AsyncIterator
 
 import aiohttp_jinja2
@@ -23,6 +24,8 @@ from .keys import (BREAKERS, DB, EMAIL_PAGES, EMAIL_QUEUE, EMAIL_RENDERER, EMAIL
                    EMAIL_WORKER, HTTP_SESSION, PLUGINS, SETTINGS)
 from .resilience import BreakerRegistry
 from .resources import TEMPLATES_DIR
+
+log = logging.getLogger(__name__)
 
 
 async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -50,7 +53,10 @@ async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         worker.stop()
         if task is not None:
-            await asyncio.wait_for(task, timeout=settings.email_send_timeout_seconds + 30)
+            try:
+                await asyncio.wait_for(task, timeout=settings.email_send_timeout_seconds + 30)
+            except asyncio.TimeoutError:
+                log.error("email worker did not finish its sends in time; they are retried after the lease")
         await sender.close()
 
 

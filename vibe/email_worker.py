@@ -31,6 +31,8 @@ from .unsubscribe import UnsubscribeLinks
 
 log = logging.getLogger(__name__)
 
+CLAIM_COLUMNS = "id, idempotency_key, user_id, recipient, type, category, data, attempts, message_id"
+
 
 @dataclasses.dataclass
 class Outcome:
@@ -123,12 +125,18 @@ class EmailWorker:
     async def claim(self, limit: int) -> list[dict[str, Any]]:
         now = time.time()
         async with self.db.transaction() as tx:
+            # Leases that expired (their process died mid-send) first; then what is due.
             rows = await tx.fetchall(
-                "SELECT id, idempotency_key, user_id, recipient, type, category, data, attempts, message_id "
-                "FROM email_messages WHERE (status IN ('queued', 'failed') AND next_attempt_at <= %s) "
-                "OR (status = 'sending' AND claimed_at < %s) ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                (now, now - self.settings.email_lease_seconds, limit),
+                f"SELECT {CLAIM_COLUMNS} FROM email_messages WHERE status = 'sending' AND claimed_at < %s "
+                "ORDER BY claimed_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                (now - self.settings.email_lease_seconds, limit),
             )
+            if len(rows) < limit:
+                rows += await tx.fetchall(
+                    f"SELECT {CLAIM_COLUMNS} FROM email_messages WHERE status IN ('queued', 'failed') "
+                    "AND next_attempt_at <= %s ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                    (now, limit - len(rows)),
+                )
             if not rows:
                 return []
             await tx.execute(
