@@ -11,13 +11,12 @@ async def checkout_completed(ctx):
     customer_id = billing.object_id(session.get("customer"))
     email = (session.get("customer_details") or {}).get("email") or session.get("customer_email")
     user_id = session.get("client_reference_id") or (session.get("metadata") or {}).get("user_id")
-    if not user_id and not customer_id:
-        user_id = await billing.user_by_email(ctx.tx, email)
-        if not user_id:
-            raise EventIgnored("no client_reference_id, metadata.user_id, customer or known email")
-    user_id = await billing.resolve_user(ctx, customer_id, user_id=user_id, email=email)
+    profile = await billing.resolve_user(ctx, customer_id, user_id=user_id, email=email)
+    if not profile:
+        raise EventIgnored("no client_reference_id, metadata.user_id, customer or known email")
+    user_id = profile["id"]
     subscription_id = billing.object_id(session.get("subscription"))
-    if subscription_id:
+    if subscription_id and profile["stripe_subscription_id"] != subscription_id:
         await billing.update_profile(ctx, user_id, {"stripe_subscription_id": subscription_id})
     if session.get("mode") == "payment" and session.get("payment_status") == "paid":
         pi = billing.object_id(session.get("payment_intent"))

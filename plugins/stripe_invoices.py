@@ -8,14 +8,15 @@ from vibe.payments import record_payment, success_key
 async def _context(ctx):
     invoice = ctx.obj
     customer_id = billing.object_id(invoice.get("customer"))
-    user_id = await billing.resolve_user(
+    profile = await billing.resolve_user(
         ctx, customer_id, user_id=(invoice.get("metadata") or {}).get("user_id"), email=invoice.get("customer_email")
     )
-    return invoice, customer_id, user_id
+    return invoice, customer_id, profile
 
 
 async def payment_succeeded(ctx):
-    invoice, customer_id, user_id = await _context(ctx)
+    invoice, customer_id, profile = await _context(ctx)
+    user_id = profile["id"] if profile else None
     pi = billing.invoice_payment_intent(invoice)
     amount = invoice.get("amount_paid")
     if amount is None:
@@ -30,7 +31,8 @@ async def payment_succeeded(ctx):
 
 
 async def payment_failed(ctx):
-    invoice, customer_id, user_id = await _context(ctx)
+    invoice, customer_id, profile = await _context(ctx)
+    user_id = profile["id"] if profile else None
     subscription_id = billing.invoice_subscription(invoice)
     attempt = invoice.get("attempt_count") or 1
     error = (invoice.get("last_finalization_error") or {}).get("message")
@@ -40,12 +42,12 @@ async def payment_failed(ctx):
         customer_id=customer_id, invoice_id=invoice["id"], payment_intent_id=billing.invoice_payment_intent(invoice),
         subscription_id=subscription_id, failure_message=error,
     )
-    if subscription_id and user_id:
-        await _mark_past_due(ctx, user_id, subscription_id)
+    if subscription_id and profile:
+        await _mark_past_due(ctx, profile, subscription_id)
     return f"failure {row['id']} {'recorded' if new else 'already recorded'}"
 
 
-async def _mark_past_due(ctx, user_id, subscription_id):
+async def _mark_past_due(ctx, profile, subscription_id):
     """Past due, unless a newer subscription event (say, the retry that succeeded) says otherwise."""
     version = await ctx.tx.fetchone(
         "SELECT event_created FROM stripe_object_versions WHERE object_id = %s", (subscription_id,)
@@ -57,10 +59,10 @@ async def _mark_past_due(ctx, user_id, subscription_id):
         "WHERE id = %s AND status IN ('active', 'trialing')",
         (ctx.now, subscription_id),
     )
-    profile = await billing.get_profile(ctx.tx, user_id)
-    if profile["stripe_subscription_id"] in (None, subscription_id) and profile["subscription_status"] in (
-        "active", "trialing", None
-    ) and (updated or version is None):
+    user_id = profile["id"]
+    if (updated or profile["stripe_subscription_id"] == subscription_id) and profile["subscription_status"] in (
+        "active", "trialing"
+    ):
         await billing.update_profile(ctx, user_id, {"subscription_status": "past_due"})
         await ctx.announce("subscription_changed", user_id=user_id, change={
             "subscription_id": subscription_id, "old_tier": profile["tier"], "tier": profile["tier"],

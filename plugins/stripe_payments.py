@@ -8,8 +8,9 @@ from vibe.payments import record_dispute, record_payment, success_key, user_for_
 async def payment_intent_succeeded(ctx):
     pi = ctx.obj
     customer_id = billing.object_id(pi.get("customer"))
-    user_id = await billing.resolve_user(ctx, customer_id, user_id=(pi.get("metadata") or {}).get("user_id"),
+    profile = await billing.resolve_user(ctx, customer_id, user_id=(pi.get("metadata") or {}).get("user_id"),
                                          email=pi.get("receipt_email"))
+    user_id = profile["id"] if profile else None
     charge = billing.object_id(pi.get("latest_charge"))
     if not charge:
         charges = (pi.get("charges") or {}).get("data") or []

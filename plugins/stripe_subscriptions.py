@@ -12,7 +12,8 @@ async def subscription_event(ctx):
     if not await billing.claim_version(ctx, sub["id"]):
         raise EventStale("a newer event for this subscription was already applied")
     customer_id = billing.object_id(sub.get("customer"))
-    user_id = await billing.resolve_user(ctx, customer_id, user_id=(sub.get("metadata") or {}).get("user_id"))
+    profile = await billing.resolve_user(ctx, customer_id, user_id=(sub.get("metadata") or {}).get("user_id"))
+    user_id = profile["id"]
     deleted = ctx.event["type"] == "customer.subscription.deleted"
     status = "canceled" if deleted else sub.get("status") or "incomplete"
     price = billing.subscription_price(sub)
@@ -23,20 +24,17 @@ async def subscription_event(ctx):
     values = (user_id, customer_id, status, paid_tier, price.get("id"), price.get("unit_amount") or price.get("amount"),
               price.get("currency"), (price.get("recurring") or {}).get("interval") or price.get("interval"),
               period_end, cancel, sub.get("start_date"), sub.get("ended_at"), ctx.now)
-    updated = await ctx.tx.execute(
-        "UPDATE subscriptions SET user_id = %s, customer_id = %s, status = %s, tier = %s, price_id = %s, "
-        "amount = %s, currency = %s, billing_interval = %s, current_period_end = %s, cancel_at_period_end = %s, "
-        "started_at = %s, ended_at = %s, updated_at = %s WHERE id = %s",
+    ctx.tx.defer(
+        "INSERT INTO subscriptions (user_id, customer_id, status, tier, price_id, amount, currency, "
+        "billing_interval, current_period_end, cancel_at_period_end, started_at, ended_at, updated_at, id) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+        "user_id = excluded.user_id, customer_id = excluded.customer_id, status = excluded.status, "
+        "tier = excluded.tier, price_id = excluded.price_id, amount = excluded.amount, currency = excluded.currency, "
+        "billing_interval = excluded.billing_interval, current_period_end = excluded.current_period_end, "
+        "cancel_at_period_end = excluded.cancel_at_period_end, started_at = excluded.started_at, "
+        "ended_at = excluded.ended_at, updated_at = excluded.updated_at",
         (*values, sub["id"]),
     )
-    if not updated:
-        await ctx.tx.execute(
-            "INSERT INTO subscriptions (user_id, customer_id, status, tier, price_id, amount, currency, "
-            "billing_interval, current_period_end, cancel_at_period_end, started_at, ended_at, updated_at, id) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (*values, sub["id"]),
-        )
-    profile = await billing.get_profile(ctx.tx, user_id)
     if status in ENDED and profile["stripe_subscription_id"] not in (None, sub["id"]):
         return f"subscription {sub['id']} ended; user {user_id} is on another subscription"
     fields = {"tier": tier, "subscription_status": status, "current_period_end": period_end,

@@ -11,6 +11,7 @@ import copy
 import io
 import json
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -138,6 +139,15 @@ class Service:
     async def event_row(self, event_id: str) -> dict:
         return await self.db.fetchone("SELECT * FROM stripe_events WHERE id = %s", (event_id,))
 
+    async def wait_status(self, event_id: str, *statuses: str, timeout: float = 10.0) -> dict:
+        """Wait until the event reaches one of `statuses` (retries happen on their own)."""
+        async def reached() -> bool:
+            row = await self.event_row(event_id)
+            return row is not None and row["status"] in statuses
+
+        await wait_until(reached, timeout)
+        return await self.event_row(event_id)
+
     async def user(self, user_id: str) -> dict | None:
         from vibe.cli_users import user_billing
 
@@ -163,6 +173,18 @@ def start_service(env, aiohttp_client) -> Callable[..., Awaitable[Service]]:
 @pytest.fixture
 async def service(start_service) -> Service:
     return await start_service()
+
+
+async def run_cli(*args: str, env: dict[str, str], stdin: bytes | None = None) -> tuple[int, str, str]:
+    """Run `python run.py ARGS` as a user would (without blocking the event loop)."""
+    full_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH", "SYSTEMROOT")}
+    full_env.update(env)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "run.py"), *args, env=full_env, cwd=str(ROOT),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=60)
+    return proc.returncode, out.decode(), err.decode()
 
 
 async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:

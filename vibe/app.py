@@ -10,7 +10,7 @@ import aiohttp
 import pluggy
 from aiohttp import web
 
-from . import email_service, health, webhooks
+from . import email_service, health, users, webhooks
 from .auth import JwksCache, TokenVerifier
 from .config import Settings
 from .database import create_database
@@ -20,6 +20,7 @@ from .inbox import store_events
 from .keys import (DB, DISPATCHER, HTTP_SESSION, PLUGINS, SETTINGS, STARTED_AT, STRIPE_HANDLERS, STRIPE_INBOX,
                    TOKEN_VERIFIER)
 from .middlewares import error_middleware, request_id_middleware
+from .ratelimit import ratelimit_middleware
 from .migrations import migrate
 from .plugin_host import build_plugin_manager
 from .stripe_registry import collect_stripe_handlers
@@ -41,7 +42,10 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     app[HTTP_SESSION] = session
-    jwks = JwksCache(settings.supabase_jwks_url, lambda: session) if settings.supabase_jwks_url else None
+    jwks = JwksCache(
+        settings.supabase_jwks_url, lambda: session, ttl=settings.jwks_cache_seconds,
+        timeout=settings.jwks_timeout_seconds, min_refresh=settings.jwks_min_refresh_seconds,
+    ) if settings.supabase_jwks_url else None
     app[TOKEN_VERIFIER] = TokenVerifier(settings, jwks)
     try:
         yield
@@ -58,21 +62,25 @@ async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     dispatcher = Dispatcher(app[DB], app[PLUGINS], app[STRIPE_HANDLERS], settings)
     app[DISPATCHER] = dispatcher
-    task = asyncio.create_task(dispatcher.run(), name="stripe-dispatcher") if settings.stripe_worker else None
+    # Several loops on PostgreSQL overlap their round trips (SKIP LOCKED keeps their batches
+    # apart); SQLite has one writer, so one loop.
+    loops = settings.stripe_dispatch_concurrency or (4 if settings.dialect == "postgresql" else 1)
+    tasks = [asyncio.create_task(dispatcher.run(), name=f"stripe-dispatcher-{i}")
+             for i in range(loops if settings.stripe_worker else 0)]
     try:
         yield
     finally:
         await app[STRIPE_INBOX].close()
         dispatcher.stop()
-        if task is not None:
-            await asyncio.wait_for(task, timeout=30)
+        if tasks:
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
 
 
 def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) -> web.Application:
     """Build the application. Start-up errors (plugins, handlers) raise here, before serving."""
     pm = pm or build_plugin_manager(settings)
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[request_id_middleware, ratelimit_middleware, error_middleware],
         client_max_size=webhooks.MAX_BODY,
     )
     app[SETTINGS] = settings
@@ -84,6 +92,7 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     app.cleanup_ctx.append(stripe_ctx)
     health.setup_routes(app)
     webhooks.setup_routes(app)
+    users.setup(app)
     email_service.setup(app)
     for result in pm.hook.register_routes(app=app):
         if asyncio.iscoroutine(result):

@@ -10,8 +10,9 @@
   key it names.
 
 Claims: `exp` is required; `exp`, `nbf` and `iat` get JWT_LEEWAY_SECONDS of leeway; user tokens
-(`role: authenticated`) must have `aud: authenticated` and a `sub`; the issuer is checked when
-JWT_ISSUER is set. `role: service_role` tokens (SUPABASE_SERVICE_ROLE_KEY) carry no aud or sub.
+(`role: authenticated`) must have `aud: authenticated`, a `sub`, and, when JWT_ISSUER is set,
+that issuer. `role: service_role` tokens (SUPABASE_SERVICE_ROLE_KEY) carry no aud or sub, and
+Supabase gives them the issuer `supabase` whatever the project's: JWT_ISSUER does not apply.
 """
 
 from __future__ import annotations
@@ -86,9 +87,14 @@ class JwksCache:
     async def get(self, kid: str) -> jwt.PyJWK | None:
         now = time.monotonic()
         stale = now - self.fetched_at > self.ttl
-        if (kid not in self.keys or stale) and now - self._last_attempt >= (0 if not self.keys else self.min_refresh):
+        if (kid not in self.keys or stale) and now - self._last_attempt >= self._gap():
             await self.refresh()
         return self.keys.get(kid)
+
+    def _gap(self) -> float:
+        """Seconds between fetches: JWKS_MIN_REFRESH_SECONDS, at most 1 s while no key is known
+        (the first fetch failed), so a host that is down is not waited on by every request."""
+        return self.min_refresh if self.keys else min(self.min_refresh, 1.0)
 
     def has(self, kid: str | None) -> bool:
         return bool(kid) and kid in self.keys
@@ -96,8 +102,8 @@ class JwksCache:
     async def refresh(self) -> None:
         async with self._lock:
             now = time.monotonic()
-            if self.keys and now - self._last_attempt < self.min_refresh:
-                return
+            if self._last_attempt and now - self._last_attempt < self._gap():
+                return  # someone else just fetched (or failed to) while we waited for the lock
             self._last_attempt = now
             try:
                 timeout = aiohttp.ClientTimeout(total=self.timeout)
@@ -153,15 +159,13 @@ class TokenVerifier:
     def _decode(self, token: str, key: Any, alg: str) -> dict[str, Any]:
         try:
             claims = jwt.decode(
-                token, key, algorithms=[alg], leeway=self.leeway, issuer=self.issuer,
-                options={"require": ["exp"], "verify_aud": False},
+                token, key, algorithms=[alg], leeway=self.leeway,
+                options={"require": ["exp"], "verify_aud": False, "verify_iss": False},
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("token_expired", "The token has expired.") from None
         except jwt.ImmatureSignatureError:
             raise AuthError("invalid_token", "The token is not valid yet.") from None
-        except jwt.InvalidIssuerError:
-            raise AuthError("invalid_token", "The token's issuer is not accepted.") from None
         except jwt.PyJWTError as exc:
             raise AuthError("invalid_token", f"The token is not valid: {exc}.") from None
         iat = claims.get("iat")
@@ -175,6 +179,8 @@ class TokenVerifier:
         if role == "service_role":
             return Principal(role="service", claims=claims, expires_at=expires)
         if role == "authenticated":
+            if self.issuer and claims.get("iss") != self.issuer:
+                raise AuthError("invalid_token", "The token's issuer is not accepted.")
             aud = claims.get("aud")
             if aud != "authenticated" and not (isinstance(aud, list) and "authenticated" in aud):
                 raise AuthError("invalid_token", "The token's audience is not 'authenticated'.")

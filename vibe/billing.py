@@ -34,28 +34,20 @@ async def claim_version(ctx: StripeEventContext, object_id: str) -> bool:
     """Record this event as the newest for `object_id`; False when a newer one was applied.
 
     Order is (event `created`, lifecycle rank): `.created` < updates < `.deleted`. Two events
-    of the same rank in the same second are applied in the order they are processed.
+    of the same rank in the same second are applied in the order they are processed. One
+    conditional upsert: it takes the row lock, so concurrent events of one object serialise.
     """
     rank = type_rank(ctx.event["type"])
-    row = await ctx.tx.fetchone(
-        "SELECT event_created, event_rank FROM stripe_object_versions WHERE object_id = %s FOR UPDATE",
-        (object_id,),
+    rows = await ctx.tx.fetchall(
+        "INSERT INTO stripe_object_versions (object_id, event_created, event_rank, event_id) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (object_id) DO UPDATE SET "
+        "event_created = excluded.event_created, event_rank = excluded.event_rank, event_id = excluded.event_id "
+        "WHERE stripe_object_versions.event_created < excluded.event_created OR "
+        "(stripe_object_versions.event_created = excluded.event_created AND "
+        "stripe_object_versions.event_rank <= excluded.event_rank) RETURNING object_id",
+        (object_id, ctx.created, rank, ctx.event_id),
     )
-    if row is not None and (ctx.created, rank) < (int(row["event_created"]), int(row["event_rank"])):
-        return False
-    if row is None:
-        await ctx.tx.execute(
-            "INSERT INTO stripe_object_versions (object_id, event_created, event_rank, event_id) "
-            "VALUES (%s, %s, %s, %s)",
-            (object_id, ctx.created, rank, ctx.event_id),
-        )
-    else:
-        await ctx.tx.execute(
-            "UPDATE stripe_object_versions SET event_created = %s, event_rank = %s, event_id = %s "
-            "WHERE object_id = %s",
-            (ctx.created, rank, ctx.event_id, object_id),
-        )
-    return True
+    return bool(rows)
 
 
 def new_referral_code() -> str:
@@ -70,19 +62,19 @@ async def ensure_profile(ctx: DomainContext, user_id: str, *, email: str | None 
                          full_name: str | None = None) -> dict[str, Any]:
     """The user's profile, created (and announced with `user_created`) if it does not exist."""
     profile = await get_profile(ctx.tx, user_id)
-    if profile is not None:
-        if email and not profile["email"]:
-            await update_profile(ctx, user_id, {"email": email.lower()})
-            profile["email"] = email.lower()
-        return profile
-    rows = await ctx.tx.fetchall(
-        "INSERT INTO profiles (id, email, full_name, referral_code, created_at, updated_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING id",
-        (user_id, email.lower() if email else None, full_name, new_referral_code(), ctx.now, ctx.now),
-    )
-    profile = await get_profile(ctx.tx, user_id)
-    if rows:
-        await ctx.announce("user_created", user=profile)
+    if profile is None:
+        rows = await ctx.tx.fetchall(
+            "INSERT INTO profiles (id, email, full_name, referral_code, created_at, updated_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING *",
+            (user_id, email.lower() if email else None, full_name, new_referral_code(), ctx.now, ctx.now),
+        )
+        if rows:
+            await ctx.announce("user_created", user=rows[0])
+            return rows[0]
+        profile = await get_profile(ctx.tx, user_id)  # created concurrently
+    if email and not profile["email"]:
+        await update_profile(ctx, user_id, {"email": email.lower()})
+        profile["email"] = email.lower()
     return profile
 
 
@@ -91,7 +83,7 @@ async def update_profile(ctx: DomainContext, user_id: str, fields: dict[str, Any
     if not fields:
         return
     assignments = ", ".join(f"{name} = %s" for name in fields)
-    await ctx.tx.execute(
+    ctx.tx.defer(
         f"UPDATE profiles SET {assignments}, updated_at = %s WHERE id = %s",
         (*fields.values(), ctx.now, user_id),
     )
@@ -114,7 +106,7 @@ async def user_by_email(tx, email: str | None) -> str | None:
 
 async def link_customer(ctx: StripeEventContext, user_id: str, customer_id: str,
                         email: str | None = None) -> bool:
-    """Link a Stripe customer to a user once, and wake the events that were waiting for it."""
+    """Link a Stripe customer to a user once (the events waiting for it are woken on commit)."""
     rows = await ctx.tx.fetchall(
         "INSERT INTO stripe_customers (customer_id, user_id, email, source_event_id, linked_at) "
         "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id",
@@ -123,27 +115,29 @@ async def link_customer(ctx: StripeEventContext, user_id: str, customer_id: str,
     if not rows:
         return False
     await update_profile(ctx, user_id, {"stripe_customer_id": customer_id})
-    await ctx.tx.execute(
-        "UPDATE stripe_events SET status = 'pending', next_attempt_at = %s, waiting_for = NULL "
-        "WHERE status = 'waiting' AND waiting_for = %s",
-        (ctx.now, customer_id),
-    )
+    ctx.linked_customers.add(customer_id)  # the dispatcher wakes its waiting events after COMMIT
     await ctx.announce("customer_linked", user_id=user_id, customer_id=customer_id)
     return True
 
 
 async def resolve_user(ctx: StripeEventContext, customer_id: str | None, *,
-                       user_id: str | None = None, email: str | None = None) -> str | None:
-    """The user an event is about: the customer's link, else the user id the event names
-    (creating the profile and the link), else None when there is no customer to wait for."""
-    linked = await user_for_customer(ctx.tx, customer_id)
-    if linked:
-        return linked
+                       user_id: str | None = None, email: str | None = None) -> dict[str, Any] | None:
+    """The profile of the user an event is about: the customer's link; else the user id the
+    event names, or a profile with the event's email (creating the profile and the link as
+    needed); else None when there is no customer, or WaitForCustomer until a link arrives."""
+    if customer_id:
+        linked = await ctx.tx.fetchone(
+            "SELECT p.* FROM stripe_customers c JOIN profiles p ON p.id = c.user_id WHERE c.customer_id = %s",
+            (customer_id,),
+        )
+        if linked:
+            return linked
+    user_id = user_id or await user_by_email(ctx.tx, email)
     if user_id:
-        await ensure_profile(ctx, user_id, email=email)
-        if customer_id:
-            await link_customer(ctx, user_id, customer_id, email)
-        return user_id
+        profile = await ensure_profile(ctx, user_id, email=email)
+        if customer_id and await link_customer(ctx, user_id, customer_id, email):
+            profile["stripe_customer_id"] = customer_id
+        return profile
     if customer_id:
         raise WaitForCustomer(customer_id)
     return None

@@ -15,7 +15,10 @@ from typing import Mapping
 TIERS = ("free", "starter", "pro", "expert")
 LIVEMODES = ("any", "live", "test")
 ENVIRONMENTS = ("development", "test", "production")
-EMAIL_BACKENDS = ("outbox", "resend", "smtp")  # -- email (issue 5)
+# -- users, rate limits and caches (issue 3)
+DEFAULT_RATE_LIMITS = {"free": 100, "starter": 300, "pro": 1000, "expert": 5000, "admin": 10000}
+# -- email (issue 5)
+EMAIL_BACKENDS = ("outbox", "resend", "smtp")
 
 
 class ConfigError(ValueError):
@@ -86,6 +89,37 @@ def _price_tiers(env: Mapping[str, str]) -> dict[str, str]:
             )
         mapping[key.strip()] = tier
     return mapping
+
+
+# -- users, rate limits and caches (issue 3)
+def _rate_limits(env: Mapping[str, str]) -> dict[str, int]:
+    """RATE_LIMITS=tier=requests_per_minute,...: overrides and additions to the defaults."""
+    limits = dict(DEFAULT_RATE_LIMITS)
+    for item in _list(env, "RATE_LIMITS"):
+        tier, sep, value = item.partition("=")
+        tier = tier.strip().lower()
+        if not sep or not tier or not value.strip().isdigit() or int(value) < 1:
+            raise ConfigError(f"RATE_LIMITS: expected tier=requests_per_minute (a whole number >= 1), got {item!r}")
+        limits[tier] = int(value)
+    return limits
+
+
+def _proxies(env: Mapping[str, str]) -> tuple[str, ...]:
+    import ipaddress
+
+    for item in _list(env, "RATE_LIMIT_TRUSTED_PROXIES"):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"RATE_LIMIT_TRUSTED_PROXIES: expected IP addresses or CIDR networks, got {item!r}") from None
+    return _list(env, "RATE_LIMIT_TRUSTED_PROXIES")
+
+
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0 < value <= 1:
+        raise ConfigError(f"{name}: expected a fraction above 0 and at most 1, got {value}")
+    return value
 
 
 def _database_url(env: Mapping[str, str], data_dir: Path) -> str:
@@ -171,6 +205,7 @@ class Settings:
     stripe_poll_seconds: float = 1.0
     stripe_extra_event_types: tuple[str, ...] = ()
     stripe_worker: bool = True
+    stripe_dispatch_concurrency: int = 0  # 0: 4 on PostgreSQL, 1 on SQLite
     referral_commission_rate: float = 0.20
 
     email_service_url: str = ""
@@ -208,6 +243,30 @@ class Settings:
     disabled_plugins: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_format: str = "text"
+
+    # -- users, rate limits and caches (issue 3)
+    jwks_cache_seconds: float = 600.0
+    jwks_min_refresh_seconds: float = 30.0
+    jwks_timeout_seconds: float = 5.0
+    rate_limits: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    rate_limit_anonymous: int = 600
+    rate_limit_service: int = 10000
+    rate_limit_webhook_failures: int = 1000
+    rate_limit_max_keys: int = 50_000
+    rate_limit_trusted_proxies: tuple[str, ...] = ()
+    rate_limit_shrink_order: tuple[str, ...] = ("anonymous", "free", "starter", "pro")
+    rate_limit_shrink_factor: float = 0.5
+    load_monitor_interval: float = 0.5
+    load_lag_threshold: float = 0.2
+    load_pool_wait_threshold: int = 5
+    load_recovery_seconds: float = 5.0
+    user_session_cache_mb: float = 10.0
+    user_session_cache_seconds: float = 900.0
+    content_cache_mb: float = 20.0
+    content_cache_seconds: float = 1800.0
+    query_cache_mb: float = 15.0
+    query_cache_seconds: float = 300.0
+    cache_fence_seconds: float = 0.5
 
     @property
     def dialect(self) -> str:
@@ -251,6 +310,7 @@ class Settings:
             stripe_poll_seconds=_float(env, "STRIPE_POLL_SECONDS", 1.0, minimum=0.01),
             stripe_extra_event_types=_list(env, "STRIPE_EXTRA_EVENT_TYPES"),
             stripe_worker=_bool(env, "VIBE_STRIPE_WORKER", True),
+            stripe_dispatch_concurrency=_int(env, "STRIPE_DISPATCH_CONCURRENCY", 0),
             referral_commission_rate=rate,
             email_service_url=_str(env, "EMAIL_SERVICE_URL"),
             email_service_key=_str(env, "EMAIL_SERVICE_KEY"),
@@ -263,6 +323,29 @@ class Settings:
             disabled_plugins=_list(env, "VIBE_DISABLE_PLUGINS"),
             log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
             log_format=_choice(env, "LOG_FORMAT", "text", ("text", "json")),
+            # -- users, rate limits and caches (issue 3)
+            jwks_cache_seconds=_float(env, "JWKS_CACHE_SECONDS", 600.0),
+            jwks_min_refresh_seconds=_float(env, "JWKS_MIN_REFRESH_SECONDS", 30.0),
+            jwks_timeout_seconds=_float(env, "JWKS_TIMEOUT_SECONDS", 5.0, minimum=0.1),
+            rate_limits=_rate_limits(env),
+            rate_limit_anonymous=_int(env, "RATE_LIMIT_ANONYMOUS", 600, minimum=1),
+            rate_limit_service=_int(env, "RATE_LIMIT_SERVICE", 10000, minimum=1),
+            rate_limit_webhook_failures=_int(env, "RATE_LIMIT_WEBHOOK_FAILURES", 1000, minimum=1),
+            rate_limit_max_keys=_int(env, "RATE_LIMIT_MAX_KEYS", 50_000, minimum=100),
+            rate_limit_trusted_proxies=_proxies(env),
+            rate_limit_shrink_order=_list(env, "RATE_LIMIT_SHRINK_ORDER") or ("anonymous", "free", "starter", "pro"),
+            rate_limit_shrink_factor=_fraction(env, "RATE_LIMIT_SHRINK_FACTOR", 0.5),
+            load_monitor_interval=_float(env, "LOAD_MONITOR_INTERVAL", 0.5, minimum=0.01),
+            load_lag_threshold=_float(env, "LOAD_LAG_THRESHOLD", 0.2, minimum=0.001),
+            load_pool_wait_threshold=_int(env, "LOAD_POOL_WAIT_THRESHOLD", 5, minimum=1),
+            load_recovery_seconds=_float(env, "LOAD_RECOVERY_SECONDS", 5.0),
+            user_session_cache_mb=_float(env, "USER_SESSION_CACHE_MB", 10.0, minimum=0.01),
+            user_session_cache_seconds=_float(env, "USER_SESSION_CACHE_SECONDS", 900.0, minimum=0.01),
+            content_cache_mb=_float(env, "CONTENT_CACHE_MB", 20.0, minimum=0.01),
+            content_cache_seconds=_float(env, "CONTENT_CACHE_SECONDS", 1800.0, minimum=0.01),
+            query_cache_mb=_float(env, "QUERY_CACHE_MB", 15.0, minimum=0.01),
+            query_cache_seconds=_float(env, "QUERY_CACHE_SECONDS", 300.0, minimum=0.01),
+            cache_fence_seconds=_float(env, "CACHE_FENCE_SECONDS", 0.5),
         )
 
 

@@ -38,6 +38,7 @@ class DomainContext:
 @dataclasses.dataclass
 class StripeEventContext(DomainContext):
     event: dict = dataclasses.field(default_factory=dict)
+    linked_customers: set[str] = dataclasses.field(default_factory=set)
 
     @property
     def obj(self) -> dict:

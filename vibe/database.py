@@ -34,10 +34,31 @@ class DatabaseUnavailable(RuntimeError):
 
 
 class Transaction(abc.ABC):
-    """A connection inside BEGIN ... COMMIT."""
+    """A connection inside BEGIN ... COMMIT.
+
+    `defer(sql, params)` queues a write whose result nobody needs; it is sent together with the
+    next statement (on PostgreSQL in the same round trip), and always before it, so later reads
+    in the transaction see it and COMMIT includes it. Savepoints are deferred the same way.
+    """
 
     dialect: str
     _savepoints = itertools.count(1)
+
+    def __init__(self) -> None:
+        self._deferred: list[tuple[str, Params]] = []
+        self._flushes = 0
+
+    def defer(self, sql: str, params: Params = None) -> None:
+        self._deferred.append((sql, params))
+
+    def _take_deferred(self) -> list[tuple[str, Params]]:
+        taken, self._deferred = self._deferred, []
+        if taken:
+            self._flushes += 1
+        return taken
+
+    def discard_deferred(self) -> None:
+        self._deferred = []
 
     @abc.abstractmethod
     async def execute(self, sql: str, params: Params = None) -> int: ...
@@ -58,16 +79,22 @@ class Transaction(abc.ABC):
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator["Transaction"]:
+        """A nested unit: on an exception, what it did is undone and the exception goes on."""
         name = f"sp_{next(self._savepoints)}"
-        await self.execute(f"SAVEPOINT {name}")
+        self.defer(f"SAVEPOINT {name}")
+        flushes, position = self._flushes, len(self._deferred) - 1
         try:
             yield self
         except BaseException:
-            await self.execute(f"ROLLBACK TO SAVEPOINT {name}")
-            await self.execute(f"RELEASE SAVEPOINT {name}")
+            if self._flushes == flushes:  # nothing reached the server since: just forget it
+                del self._deferred[position:]
+            else:  # what is still queued was queued inside the savepoint
+                self.discard_deferred()
+                await self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                self.defer(f"RELEASE SAVEPOINT {name}")
             raise
         else:
-            await self.execute(f"RELEASE SAVEPOINT {name}")
+            self.defer(f"RELEASE SAVEPOINT {name}")
 
 
 class Database(abc.ABC):

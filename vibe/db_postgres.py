@@ -26,6 +26,10 @@ _UNAVAILABLE = (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionEr
 _UNAVAILABLE_CODES = {"57P01", "57P02", "57P03", "53300", "08000", "08003", "08006", "08001", "08004"}
 
 
+def _oneline(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, psycopg2.Error) and getattr(exc, "pgcode", None) in _UNAVAILABLE_CODES:
         return True
@@ -36,24 +40,39 @@ class PostgresTransaction(Transaction):
     dialect = "postgresql"
 
     def __init__(self, cursor: aiopg.Cursor):
+        super().__init__()
         self._cur = cursor
 
+    async def _send(self, sql: str | bytes, params: Params = None) -> None:
+        """Run `sql` after the deferred statements, in one round trip (psycopg2 binds
+        parameters on the client, so several statements go as one query string)."""
+        deferred = self._take_deferred()
+        if not deferred:
+            await self._cur.execute(sql, params or None)
+            return
+        mogrify = self._cur.mogrify
+        parts = [mogrify(s, p or None) if p else s.encode() for s, p in deferred]
+        parts.append(sql if isinstance(sql, bytes) else mogrify(sql, params or None) if params else sql.encode())
+        await self._cur.execute(b";\n".join(parts))
+
     async def execute(self, sql: str, params: Params = None) -> int:
-        await self._cur.execute(sql, params or None)
+        await self._send(sql, params)
         return self._cur.rowcount
 
     async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
         cur = self._cur
-        await cur.execute(sql, params or None)
+        await self._send(sql, params)
         if cur.description is None:
             return []
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in await cur.fetchall()]
 
     async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
-        # aiopg has no executemany; one round trip per row inside the open transaction.
-        for params in seq:
-            await self._cur.execute(sql, params)
+        # aiopg has no executemany. psycopg2 binds parameters on the client, so the statements
+        # are bound one by one and sent together: one round trip for the whole batch.
+        bound = [self._cur.mogrify(sql, params) for params in seq]
+        if bound:
+            await self._send(b";\n".join(bound))
 
 
 class PostgresDatabase(Database):
@@ -81,8 +100,8 @@ class PostgresDatabase(Database):
                 return
             except _UNAVAILABLE as exc:
                 if attempt == self.connect_retries:
-                    raise DatabaseUnavailable(f"postgresql: cannot connect: {exc}".strip()) from exc
-                log.warning("database not reachable (%s); retrying in %.1fs", str(exc).strip(), delay)
+                    raise DatabaseUnavailable(f"postgresql: cannot connect: {_oneline(exc)}") from exc
+                log.warning("database not reachable (%s); retrying in %.1fs", _oneline(exc), delay)
                 await asyncio.sleep(delay)
                 delay *= 2
 
@@ -107,41 +126,62 @@ class PostgresDatabase(Database):
         except asyncio.TimeoutError as exc:
             raise DatabaseUnavailable("postgresql: no connection free within DB_CONNECTION_TIMEOUT") from exc
         except _UNAVAILABLE as exc:
-            raise DatabaseUnavailable(f"postgresql: {exc}".strip()) from exc
+            raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
         finally:
             self._waiting -= 1
 
+    async def _release(self, conn: aiopg.Connection, broken: bool = False) -> None:
+        if not conn.closed and (
+            broken or conn.raw.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        ):
+            conn.close()  # never hand a broken or half-finished transaction to the next caller
+        if self._pool is not None:
+            await self._pool.release(conn)
+
+    async def _begin(self) -> tuple[aiopg.Connection, aiopg.Cursor]:
+        """A pooled connection inside BEGIN. A pooled connection the server dropped while idle
+        (a restart, pg_terminate_backend) fails here, before any work: then the idle ones are
+        all closed (they went the same way) and a fresh connection is tried once."""
+        for attempt in (1, 2):
+            conn = await self._acquire()
+            try:
+                cur = await conn.cursor()
+                await cur.execute("BEGIN")
+                return conn, cur
+            except (psycopg2.Error, *_UNAVAILABLE) as exc:
+                await self._release(conn, broken=True)
+                if not (_is_unavailable(exc) or conn.closed):
+                    raise
+                if attempt == 2:
+                    raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
+                if self._pool is not None:
+                    await self._pool.clear()
+        raise AssertionError("unreachable")
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        conn = await self._acquire()
+        conn, cur = await self._begin()
         broken = False
         try:
-            cur = await conn.cursor()
+            tx = PostgresTransaction(cur)
             try:
-                await cur.execute("BEGIN")
-                try:
-                    yield PostgresTransaction(cur)
-                except BaseException:
-                    if not conn.closed:
-                        with contextlib.suppress(*_UNAVAILABLE, psycopg2.Error):
-                            await cur.execute("ROLLBACK")
-                    raise
-                else:
-                    await cur.execute("COMMIT")
-            finally:
-                cur.close()
+                yield tx
+            except BaseException:
+                tx.discard_deferred()
+                if not conn.closed:
+                    with contextlib.suppress(*_UNAVAILABLE, psycopg2.Error):
+                        await cur.execute("ROLLBACK")
+                raise
+            else:
+                await tx.execute("COMMIT")  # with whatever is still deferred, in one round trip
         except psycopg2.Error as exc:
             if _is_unavailable(exc) or conn.closed:
                 broken = True
-                raise DatabaseUnavailable(f"postgresql: {exc}".strip()) from exc
+                raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
             raise
         except _UNAVAILABLE as exc:
             broken = True
-            raise DatabaseUnavailable(f"postgresql: {exc}".strip()) from exc
+            raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
         finally:
-            if not conn.closed and (
-                broken or conn.raw.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE
-            ):
-                conn.close()  # never hand a half-finished transaction to the next caller
-            if self._pool is not None:
-                await self._pool.release(conn)
+            cur.close()
+            await self._release(conn, broken)

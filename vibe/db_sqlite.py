@@ -42,9 +42,15 @@ class SqliteTransaction(Transaction):
     dialect = "sqlite"
 
     def __init__(self, conn: aiosqlite.Connection):
+        super().__init__()
         self._conn = conn
 
+    async def _flush(self) -> None:
+        for sql, params in self._take_deferred():
+            await self.execute(sql, params)
+
     async def execute(self, sql: str, params: Params = None) -> int:
+        await self._flush()
         try:
             cursor = await self._conn.execute(translate(sql), tuple(params or ()))
             count = cursor.rowcount
@@ -54,6 +60,7 @@ class SqliteTransaction(Transaction):
             raise _wrap(exc) from exc
 
     async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
+        await self._flush()
         try:
             rows = await self._conn.execute_fetchall(translate(sql), tuple(params or ()))
         except sqlite3.Error as exc:
@@ -61,6 +68,7 @@ class SqliteTransaction(Transaction):
         return [dict(row) for row in rows]
 
     async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
+        await self._flush()
         try:
             await self._conn.executemany(translate(sql), [tuple(p) for p in seq])
         except sqlite3.Error as exc:
@@ -121,12 +129,12 @@ class SqliteDatabase(Database):
             await tx.execute("BEGIN IMMEDIATE")
             try:
                 yield tx
+                await tx.execute("COMMIT")  # a deferred statement that fails here rolls back too
             except BaseException:
+                tx.discard_deferred()
                 with contextlib.suppress(sqlite3.Error, DatabaseUnavailable):
                     await self._writer.execute("ROLLBACK")
                 raise
-            else:
-                await tx.execute("COMMIT")
         finally:
             self._lock.release()
 

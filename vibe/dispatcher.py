@@ -14,6 +14,7 @@ Since all state is in the table, a restart resumes where the last process stoppe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -62,10 +63,7 @@ class Dispatcher:
         """The background loop (started and stopped by the app's cleanup context)."""
         failures = 0
         while not self._stopping:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.stripe_poll_seconds)
-            except asyncio.TimeoutError:
-                pass
+            await self._pause(self.settings.stripe_poll_seconds)
             self._wake.clear()
             try:
                 while not self._stopping and await self.process_due():
@@ -75,49 +73,96 @@ class Dispatcher:
                 failures += 1
                 delay = min(30.0, 0.5 * 2 ** min(failures, 6))
                 log.warning("dispatcher: database unavailable (%s); next try in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+                await self._pause(delay)
             except Exception:
                 log.exception("dispatcher: unexpected error; continuing")
-                await asyncio.sleep(1.0)
+                await self._pause(1.0)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, unless new work (a stored event: the database is back) wakes us first."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
 
     async def process_due(self, limit: int | None = None) -> int:
-        """Claim and process one batch of due events; return how many were claimed."""
+        """Claim and process one batch of due events; return how many were claimed.
+
+        Fast path: the whole batch runs under one savepoint. If any handler raises (a failure,
+        or an outcome such as stale or waiting), the batch rolls back to it and runs again with
+        a savepoint per event, so one event's trouble never touches another's effects.
+        """
         now = time.time()
+        # A plain read first: an idle poll takes no write lock (SQLite) and opens no transaction.
+        if not await self.db.fetchval(
+            "SELECT 1 FROM stripe_events WHERE status IN ('pending', 'failed', 'waiting') "
+            "AND next_attempt_at <= %s LIMIT 1", (now,)
+        ):
+            return 0
         async with self.db.transaction() as tx:
             rows = await tx.fetchall(
-                "SELECT id, type, created, payload, status, attempts, received_at FROM stripe_events "
+                f"SELECT {_CLAIM_COLUMNS} FROM stripe_events "
                 "WHERE status IN ('pending', 'failed', 'waiting') AND next_attempt_at <= %s "
                 "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
                 (now, limit or self.batch_size),
             )
+            if not rows:
+                return 0
             rows.sort(key=lambda r: (int(r["created"]), type_rank(r["type"]), r["received_at"]))
-            for row in rows:
-                await self.process_row(tx, row)
+            customers: set[str] = set()
+            try:
+                async with tx.savepoint():
+                    updates = [await self._run(tx, row, customers, isolated=False) for row in rows]
+            except _RunIsolated:
+                updates = [await self._run(tx, row, customers, isolated=True) for row in rows]
+            for update in updates:
+                tx.defer(_UPDATE, update)  # sent with COMMIT: one round trip
         self.processed += len(rows)
+        await self._wake_linked(customers)
         return len(rows)
+
+    async def _wake_linked(self, customers: set[str]) -> None:
+        """After COMMIT: events waiting for a customer that is now linked become due.
+
+        Done after commit by both sides, the transaction that linked a customer and the one that
+        parked an event for it, so that whichever commits last sees the other's work: no wake-up
+        is lost between concurrent batches or instances.
+        """
+        if not customers:
+            return
+        marks = ", ".join(["%s"] * len(customers))
+        woken = await self.db.execute(
+            "UPDATE stripe_events SET status = 'pending', next_attempt_at = %s, waiting_for = NULL "
+            f"WHERE status = 'waiting' AND waiting_for IN ({marks}) "
+            f"AND waiting_for IN (SELECT customer_id FROM stripe_customers WHERE customer_id IN ({marks}))",
+            (time.time(), *customers, *customers),
+        )
+        if woken:
+            self.wake()
 
     async def process_ids(self, event_ids: list[str]) -> list[dict[str, Any]]:
         """Process the named events now, whatever their status (replay); return their rows."""
         out = []
         for event_id in event_ids:
             async with self.db.transaction() as tx:
-                row = await tx.fetchone(
-                    "SELECT id, type, created, payload, status, attempts, received_at FROM stripe_events "
-                    "WHERE id = %s FOR UPDATE",
-                    (event_id,),
-                )
+                row = await tx.fetchone(f"SELECT {_CLAIM_COLUMNS} FROM stripe_events WHERE id = %s FOR UPDATE",
+                                        (event_id,))
                 if row is None:
                     continue
-                row["attempts"] = 0
-                await self.process_row(tx, row)
+                row["attempts"] = 0  # a replay gets a fresh set of attempts
+                customers: set[str] = set()
+                tx.defer(_UPDATE, await self._run(tx, row, customers, isolated=True))
+            await self._wake_linked(customers)
             out.append(await self.db.fetchone("SELECT * FROM stripe_events WHERE id = %s", (event_id,)))
         return out
 
-    async def process_row(self, tx: Transaction, row: dict[str, Any]) -> str:
+    async def _run(self, tx: Transaction, row: dict[str, Any], customers: set[str], *, isolated: bool) -> tuple:
+        """Run the event's handler; return the parameters of its status update (`_UPDATE`).
+        Customers it linked or waits for are added to `customers`."""
         event = json.loads(row["payload"])
         handler = self.handlers.get(row["type"])
         now = time.time()
@@ -125,35 +170,50 @@ class Dispatcher:
         status, note, error, next_at, waiting_for = "processed", None, None, None, None
         attempts = int(row["attempts"])
         try:
-            async with tx.savepoint():
+            async with tx.savepoint() if isolated else contextlib.nullcontext():
                 if handler is None:
                     status, note = "ignored", "no handler for this event type"
                 else:
                     note = await handler(ctx)
                 await ctx.announce("stripe_event_processed", event=event, outcome=status)
-        except WaitForCustomer as wait:
-            status, note, waiting_for = "waiting", str(wait), wait.customer_id
-            if now - float(row["received_at"]) > self.settings.stripe_wait_timeout_seconds:
-                status, error = "dead", f"gave up: {wait}"
-            else:
-                next_at = now + min(60.0, self.settings.stripe_retry_max_seconds)
-        except EventOutcome as outcome:
-            status, note = outcome.status, str(outcome) or None
+            customers |= ctx.linked_customers
         except DatabaseUnavailable:
             raise
-        except Exception as exc:  # the handler failed: retry later, from the stored row
-            attempts += 1
-            error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
-            if attempts >= self.settings.stripe_max_attempts:
-                status = "dead"
-                log.error("stripe event %s (%s) dead after %d attempts: %s", row["id"], row["type"], attempts, error)
-            else:
-                status, next_at = "failed", now + self.backoff(attempts)
-                log.warning("stripe event %s (%s) failed (attempt %d): %s", row["id"], row["type"], attempts, error)
-        await tx.execute(
-            "UPDATE stripe_events SET status = %s, attempts = %s, next_attempt_at = %s, waiting_for = %s, "
-            "last_error = %s, note = %s, processed_at = %s WHERE id = %s",
-            (status, attempts, next_at, waiting_for, error, None if note is None else str(note)[:2000],
-             now, row["id"]),
-        )
-        return status
+        except Exception as exc:
+            if not isolated:
+                raise _RunIsolated from exc
+            status, note, error, next_at, waiting_for, attempts = self._outcome(exc, row, now, attempts)
+            if waiting_for:
+                customers.add(waiting_for)
+        return (status, attempts, next_at, waiting_for, error,
+                None if note is None else str(note)[:2000], now, row["id"])
+
+    def _outcome(self, exc: Exception, row: dict[str, Any], now: float, attempts: int) -> tuple:
+        """status, note, error, next_attempt_at, waiting_for, attempts after `exc`."""
+        if isinstance(exc, WaitForCustomer):
+            age = now - float(row["received_at"])
+            if age > self.settings.stripe_wait_timeout_seconds:
+                return "dead", str(exc), f"gave up: {exc}", None, exc.customer_id, attempts
+            # Woken by the link (see _wake_linked); rechecked now and then all the same.
+            recheck = min(60.0, max(1.0, age), self.settings.stripe_retry_max_seconds)
+            return "waiting", str(exc), None, now + recheck, exc.customer_id, attempts
+        if isinstance(exc, EventOutcome):
+            return exc.status, str(exc) or None, None, None, None, attempts
+        attempts += 1  # the handler failed: retry later, from the stored row
+        error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
+        if attempts >= self.settings.stripe_max_attempts:
+            log.error("stripe event %s (%s) dead after %d attempts: %s", row["id"], row["type"], attempts, error)
+            return "dead", None, error, None, None, attempts
+        log.warning("stripe event %s (%s) failed (attempt %d): %s", row["id"], row["type"], attempts, error)
+        return "failed", None, error, now + self.backoff(attempts), None, attempts
+
+
+class _RunIsolated(Exception):
+    """A handler raised on the batch's fast path: run the batch again, one savepoint per event."""
+
+
+_CLAIM_COLUMNS = "id, type, created, payload, status, attempts, received_at"
+_UPDATE = (
+    "UPDATE stripe_events SET status = %s, attempts = %s, next_attempt_at = %s, waiting_for = %s, "
+    "last_error = %s, note = %s, processed_at = %s WHERE id = %s"
+)

@@ -34,6 +34,20 @@ TOKEN_VERIFIER = web.AppKey("token_verifier", TokenVerifier)
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 
+# -- users, rate limits and caches (issue 3)
+if TYPE_CHECKING:
+    from .caches import ContentCache, DatabaseQueryCache, UserSessionCache
+    from .ratelimit import LoadMonitor, RateLimiter
+
+USER_SESSION_CACHE = web.AppKey("user_session_cache", "UserSessionCache")
+CONTENT_CACHE = web.AppKey("content_cache", "ContentCache")
+QUERY_CACHE = web.AppKey("query_cache", "DatabaseQueryCache")
+RATE_LIMITER = web.AppKey("rate_limiter", "RateLimiter")
+LOAD_MONITOR = web.AppKey("load_monitor", "LoadMonitor")
+TRUSTED_NETS = web.AppKey("rate_limit_trusted_nets", tuple)  # ip_network objects
+# The caller's profile as the rate-limit middleware resolved it (None: no profile yet).
+SESSION = web.RequestKey("session", "Session")
+
 # -- email (issue 5)
 import jinja2  # noqa: E402
 

@@ -34,7 +34,7 @@ async def record_payment(ctx: StripeEventContext, *, dedupe_key: str, status: st
     """Insert the payment unless its key exists (then fill in what was missing).
 
     Returns the row and whether it is new; a new row is announced with `payment_succeeded` or
-    `payment_failed`.
+    `payment_failed` (other statuses, such as a plugin's `refunded`, are announced by no one).
     """
     values = {name: None for name in PAYMENT_COLUMNS}
     values.update(ids)
@@ -44,19 +44,20 @@ async def record_payment(ctx: StripeEventContext, *, dedupe_key: str, status: st
     inserted = await ctx.tx.fetchall(
         f"INSERT INTO payments ({', '.join(PAYMENT_COLUMNS)}) "
         f"VALUES ({', '.join(['%s'] * len(PAYMENT_COLUMNS))}) "
-        "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+        "ON CONFLICT (dedupe_key) DO NOTHING RETURNING *",
         [values[name] for name in PAYMENT_COLUMNS],
     )
-    if not inserted:
-        fills = {name: values[name] for name in _FILLABLE if values[name]}
-        if fills:
-            assignments = ", ".join(f"{name} = COALESCE({name}, %s)" for name in fills)
-            await ctx.tx.execute(
-                f"UPDATE payments SET {assignments} WHERE dedupe_key = %s", (*fills.values(), dedupe_key)
-            )
-    row = await ctx.tx.fetchone("SELECT * FROM payments WHERE dedupe_key = %s", (dedupe_key,))
     if inserted:
-        await ctx.announce("payment_succeeded" if status == "succeeded" else "payment_failed", payment=row)
+        row = inserted[0]
+    else:
+        fills = {name: values[name] for name in _FILLABLE if values[name]}
+        assignments = ", ".join(f"{name} = COALESCE({name}, %s)" for name in fills) or "dedupe_key = dedupe_key"
+        row = await ctx.tx.fetchone(
+            f"UPDATE payments SET {assignments} WHERE dedupe_key = %s RETURNING *", (*fills.values(), dedupe_key)
+        )
+    hook = {"succeeded": "payment_succeeded", "failed": "payment_failed"}.get(status)
+    if inserted and hook:
+        await ctx.announce(hook, payment=row)
     return row, bool(inserted)
 
 
@@ -84,7 +85,7 @@ async def record_dispute(ctx: StripeEventContext, dispute: dict, user_id: str | 
     )
     if not rows:
         return False
-    await ctx.tx.execute(
+    ctx.tx.defer(
         "INSERT INTO review_flags (user_id, reason, reference, created_at) VALUES (%s, %s, %s, %s) "
         "ON CONFLICT (reference) DO NOTHING",
         (user_id, f"dispute {dispute.get('reason') or ''}".strip(), f"dispute:{dispute['id']}", ctx.now),

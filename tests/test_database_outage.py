@@ -1,0 +1,81 @@
+"""The database goes away: 503 (never a 2xx for what was not stored), then recovery, no restart."""
+
+import sqlite3
+import urllib.parse
+import uuid
+
+import pytest
+
+from conftest import ON_POSTGRES, make_event, postgres_only
+from netproxy import TcpProxy
+
+
+def customer_event(n: int) -> dict:
+    return make_event("customer.created", {"id": f"cus_out{n}", "object": "customer",
+                                           "metadata": {"user_id": f"outage-{n}"}})
+
+
+@pytest.fixture
+async def proxy(database_url):
+    parts = urllib.parse.urlsplit(database_url)
+    proxy = await TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432).start()
+    yield proxy
+    await proxy.close()
+
+
+@postgres_only
+async def test_postgres_going_away_answers_503_then_recovers(start_service, database_url, proxy):
+    parts = urllib.parse.urlsplit(database_url)
+    via_proxy = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+    service = await start_service(DATABASE_URL=via_proxy, DB_CONNECTION_TIMEOUT="1000")
+    first, second, third = customer_event(1), customer_event(2), customer_event(3)
+    await service.deliver(first)
+
+    await proxy.cut()
+    for event in (second, third):
+        resp = await service.post_event(event)
+        assert resp.status == 503
+        body = await resp.json()
+        assert body["error"]["code"] == "database_unavailable" and resp.headers["Retry-After"]
+    health = await service.client.get("/health")
+    assert health.status == 503 and (await health.json())["status"] == "unhealthy"
+
+    await proxy.restore()
+    # Stripe retries what got a 503; the service takes it without a restart.
+    answers = await service.deliver(second, third, first)
+    assert [a["duplicate"] for a in answers] == [False, False, True]
+    assert (await service.client.get("/health")).status == 200
+    for n in (1, 2, 3):
+        assert (await service.user(f"outage-{n}"))["stripe_customer_id"] == f"cus_out{n}"
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite-only: the file is locked by another process")
+async def test_sqlite_locked_by_another_process_answers_503_then_recovers(start_service, database_url):
+    service = await start_service(DB_CONNECTION_TIMEOUT="200")
+    await service.deliver(customer_event(1))
+    holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None, timeout=10)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        resp = await service.post_event(customer_event(2))
+        assert resp.status == 503
+        assert (await resp.json())["error"]["code"] == "database_unavailable"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    answers = await service.deliver(customer_event(2))
+    assert answers[0]["duplicate"] is False
+    assert (await service.user("outage-2"))["stripe_customer_id"] == "cus_out2"
+
+
+@postgres_only
+async def test_connections_killed_by_the_server_are_replaced_without_losing_requests(start_service, database_url):
+    name = f"vibe-test-{uuid.uuid4().hex[:8]}"  # kill this test's connections only
+    service = await start_service(DATABASE_URL=f"{database_url}&application_name={name}")
+    await service.deliver(customer_event(1))
+    killed = await service.db.fetchval(
+        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE pid <> pg_backend_pid() AND application_name = %s", (name,),
+    )
+    assert killed >= 1
+    answers = await service.deliver(customer_event(2), customer_event(3))
+    assert [a["duplicate"] for a in answers] == [False, False]

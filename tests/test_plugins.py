@@ -1,0 +1,118 @@
+"""Plugins: a third-party folder works without touching vibe/, and mistakes fail at start-up."""
+
+import pytest
+
+from conftest import ROOT, make_event, run_cli
+from test_stripe_effects import fixture, link_user
+from vibe.app import create_app
+from vibe.config import Settings
+from vibe.hookspecs import hookimpl
+from vibe.keys import DISPATCHER
+from vibe.plugin_host import PluginError, build_plugin_manager
+
+EXAMPLES = str(ROOT / "examples" / "plugins")
+
+
+async def test_the_example_plugin_handles_one_more_event_type(start_service):
+    service = await start_service(VIBE_PLUGINS_DIRS=EXAMPLES)
+    await link_user(service)
+    await service.deliver(fixture("invoice.payment_succeeded", created=1_700_000_100))
+    refund = make_event("charge.refunded", {"id": "ch_000000000000000000000000", "object": "charge",
+                                            "amount": 2000, "amount_refunded": 500, "currency": "usd",
+                                            "payment_intent": "pi_000000000000000000000000"})
+    await service.deliver(refund, refund)
+    row = await service.event_row(refund["id"])
+    assert row["status"] == "processed" and "refund of 500 usd" in row["note"]
+    user = await service.user("user-1")
+    assert [(p["status"], p["amount"]) for p in user["payments"]] == [("succeeded", 2000), ("refunded", 500)]
+    assert user["needs_review"] is True
+
+
+async def test_without_the_plugin_the_same_event_is_only_stored(service):
+    refund = make_event("charge.refunded", {"id": "ch_1", "object": "charge"})
+    await service.deliver(refund)
+    assert (await service.event_row(refund["id"]))["status"] == "ignored"
+
+
+class Duplicate:
+    @hookimpl
+    def register_stripe_handlers(self):
+        async def again(ctx):
+            return None
+
+        return {"customer.created": again}
+
+
+class Typo:
+    @hookimpl
+    def register_stripe_handlers(self):
+        async def handler(ctx):
+            return None
+
+        return {"invoice.paid_succeeded": handler}
+
+
+@pytest.mark.parametrize("plugin, message", [(Duplicate(), "handled twice"), (Typo(), "unknown Stripe event type")])
+def test_registration_mistakes_are_start_up_errors(env, plugin, message):
+    settings = Settings.from_env(env)
+    with pytest.raises(PluginError, match=message):
+        create_app(settings, pm=build_plugin_manager(settings, extra=(plugin,)))
+
+
+def test_extra_event_types_admit_types_newer_than_the_library(env):
+    settings = Settings.from_env({**env, "STRIPE_EXTRA_EVENT_TYPES": "invoice.paid_succeeded"})
+    create_app(settings, pm=build_plugin_manager(settings, extra=(Typo(),)))
+
+
+async def test_serve_refuses_to_start_with_a_broken_plugin_folder(env, tmp_path):
+    (tmp_path / "broken.py").write_text("raise ImportError('no such thing')\n")
+    code, out, err = await run_cli("serve", "--port", "1", env={**env, "VIBE_PLUGINS_DIRS": str(tmp_path)})
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [f"plugin error: plugin {tmp_path / 'broken.py'}: ImportError: no such thing"]
+
+
+class Recorder:
+    """An async domain-hook implementation, run inside the event's transaction."""
+
+    def __init__(self, fail: bool = False):
+        self.changes = []
+        self.fail = fail
+
+    @hookimpl
+    async def subscription_changed(self, ctx, user_id, change):
+        self.changes.append((user_id, change["old_tier"], change["tier"], change["status"]))
+        await ctx.tx.execute("UPDATE profiles SET display_name = %s WHERE id = %s", ("seen", user_id))
+        if self.fail:
+            raise RuntimeError("the analytics store is full")
+
+
+async def test_domain_hooks_run_once_inside_the_event_transaction(start_service):
+    recorder = Recorder()
+    service = await start_service(extra_plugins=(recorder,))
+    await link_user(service)
+    created = fixture("customer.subscription.created", created=1_700_000_100)
+    await service.deliver(created, created)
+    await service.app[DISPATCHER].process_ids([created["id"]])  # what `events replay` runs
+    assert recorder.changes == [("user-1", "free", "pro", "active")]
+    assert (await service.user("user-1"))["display_name"] == "seen"
+
+
+async def test_a_failing_domain_hook_rolls_the_whole_event_back(start_service):
+    service = await start_service(extra_plugins=(Recorder(fail=True),), STRIPE_MAX_ATTEMPTS="1")
+    await link_user(service)
+    created = fixture("customer.subscription.created", created=1_700_000_100)
+    await service.deliver(created)
+    row = await service.wait_status(created["id"], "dead")
+    assert "the analytics store is full" in row["last_error"]
+    user = await service.user("user-1")
+    assert (user["tier"], user["display_name"], user["subscriptions"]) == ("free", None, [])
+
+
+def test_every_hook_is_documented():
+    from vibe import hookspecs
+
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    names = [n for n in dir(hookspecs) if not n.startswith("_") and hasattr(getattr(hookspecs, n), "vibe_spec")]
+    assert names
+    missing = [n for n in names if f"### `{n}`" not in docs]
+    assert not missing, f"document these hooks in docs/plugins.md: {missing}"

@@ -1,0 +1,99 @@
+"""Failures are retried from the stored row, dead-lettered, replayed; restarts resume the work."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, make_event, run_cli
+
+FLAKY_DIR = str(ROOT / "tests" / "plugins_flaky")
+
+
+@pytest.fixture
+def flaky(tmp_path, monkeypatch, env):
+    marker = tmp_path / "flaky-marker"
+    monkeypatch.setenv("FLAKY_MARKER", str(marker))
+    env.update(VIBE_PLUGINS_DIRS=FLAKY_DIR, STRIPE_EXTRA_EVENT_TYPES="")
+    return marker
+
+
+def customer_updated() -> dict:
+    return make_event("customer.updated", {"id": "cus_flaky", "object": "customer"})
+
+
+async def test_a_failing_handler_is_retried_with_backoff_until_it_succeeds(start_service, flaky):
+    # Each failed attempt calls the handler twice: once on the batch's fast path, once alone
+    # in a savepoint to find out which event failed. Four failing calls are two failed attempts.
+    flaky.write_text("4")
+    service = await start_service()
+    event = customer_updated()
+    assert (await service.post_event(event)).status == 200
+    row = await service.wait_status(event["id"], "processed")
+    assert row["attempts"] == 2 and row["last_error"] is None and row["note"] == "flaky handler succeeded"
+    # The failed attempts rolled back: exactly one effect.
+    assert await service.db.fetchval("SELECT COUNT(*) FROM review_flags") == 1
+
+
+async def test_a_handler_that_keeps_failing_is_dead_lettered(start_service, flaky):
+    flaky.write_text("always")
+    service = await start_service(STRIPE_MAX_ATTEMPTS="3")
+    event = customer_updated()
+    await service.post_event(event)
+    row = await service.wait_status(event["id"], "dead")
+    assert row["attempts"] == 3 and "always failing" in row["last_error"] and row["next_attempt_at"] is None
+    assert await service.db.fetchval("SELECT COUNT(*) FROM review_flags") == 0
+    health = await (await service.client.get("/health")).json()
+    assert health["stripe_events"]["dead"] == 1
+
+
+async def test_replay_from_the_cli_processes_a_dead_event_once(start_service, flaky, env):
+    flaky.write_text("always")
+    env["STRIPE_RETRY_BASE_SECONDS"] = "600"  # the service must not retry behind the CLI's back
+    service = await start_service(STRIPE_MAX_ATTEMPTS="1")
+    event = customer_updated()
+    await service.post_event(event)
+    await service.wait_status(event["id"], "dead")
+    cli_env = {**env, "FLAKY_MARKER": str(flaky)}
+
+    code, out, err = await run_cli("events", "replay", event["id"], "--json", env=cli_env)
+    assert code == 1 and json.loads(out)[0]["status"] == "failed", err  # still failing: says so
+
+    flaky.write_text("0")
+    code, out, err = await run_cli("events", "replay", "--failed", "--json", env=cli_env)
+    assert code == 0, err
+    assert [(r["id"], r["status"]) for r in json.loads(out)] == [(event["id"], "processed")]
+    code, out, _ = await run_cli("events", "replay", event["id"], "--json", env=cli_env)
+    assert code == 0 and json.loads(out)[0]["status"] == "processed"
+    assert await service.db.fetchval("SELECT COUNT(*) FROM review_flags") == 1  # replays are idempotent
+
+    code, _, err = await run_cli("events", "replay", "evt_missing", env=cli_env)
+    assert code == 1 and "no Stripe event evt_missing" in err
+
+
+async def test_a_restart_resumes_pending_and_failed_work(start_service, flaky):
+    flaky.write_text("0")
+    ingest_only = await start_service(VIBE_STRIPE_WORKER="0")
+    events = [make_event("customer.updated", {"id": f"cus_{i}", "object": "customer"}) for i in range(5)]
+    for event in events:
+        assert (await ingest_only.post_event(event)).status == 200
+    statuses = await ingest_only.db.fetchall("SELECT status FROM stripe_events")
+    assert {r["status"] for r in statuses} == {"pending"}
+    await ingest_only.client.close()  # the process "stops" with work pending
+
+    restarted = await start_service()
+    for event in events:
+        await restarted.wait_status(event["id"], "processed")
+    assert await restarted.db.fetchval("SELECT COUNT(*) FROM review_flags") == 5
+
+
+async def test_replayed_billing_event_changes_nothing(service, env):
+    from test_stripe_effects import fixture, link_user
+
+    await link_user(service)
+    invoice = fixture("invoice.payment_succeeded", created=1_700_000_100)
+    await service.deliver(invoice)
+    code, out, err = await run_cli("events", "replay", invoice["id"], "--json", env=env)
+    assert code == 0, err
+    assert json.loads(out)[0]["status"] == "processed"
+    assert len((await service.user("user-1"))["payments"]) == 1
