@@ -72,7 +72,7 @@ async def requeue_dead(db, email_id: int | None = None) -> list[int]:
             "claimed_at = NULL, updated_at = %s WHERE id = %s", [(now, now, i) for i in ids],
         )
         for i in ids:
-            await record_event(tx, i, "queued", "requeued by an operator (email retry --dead)", now)
+            record_event(tx, i, "queued", "requeued by an operator (email retry --dead)", now)
     return ids
 
 

@@ -191,7 +191,7 @@ async def apply_delivery_event(tx: Transaction, svix_id: str, event: dict, now: 
     if target and RANK.get(target, 0) > RANK.get(row["status"], -1):
         await set_status(tx, row["id"], target, now, detail=detail)
     else:
-        await record_event(tx, row["id"], kind.removeprefix("email."), detail, now)
+        record_event(tx, row["id"], kind.removeprefix("email."), detail, now)
     return {"duplicate": False, "matched": True, "email_id": row["id"], "status": target or row["status"]}
 
 

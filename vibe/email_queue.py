@@ -38,8 +38,9 @@ def message_id_for(sender: str) -> str:
     return f"<{uuid.uuid4().hex}@{domain}>"
 
 
-async def record_event(tx: Transaction, email_id: int, status: str, detail: str | None, now: float) -> None:
-    await tx.execute(
+def record_event(tx: Transaction, email_id: int, status: str, detail: str | None, now: float) -> None:
+    """Add a line to the message's history (deferred: it rides with the transaction's next statement)."""
+    tx.defer(
         "INSERT INTO email_message_events (email_id, status, detail, at) VALUES (%s, %s, %s, %s)",
         (email_id, status, detail, now),
     )
@@ -96,7 +97,7 @@ async def enqueue(tx: Transaction, templates: Mapping[str, EmailTemplate], *, us
         existing = await tx.fetchone("SELECT * FROM email_messages WHERE idempotency_key = %s", (idempotency_key,))
         return _same(existing, user_id, type), False
     row.update(id=inserted[0]["id"], attempts=0)
-    await record_event(tx, row["id"], status, detail, now)
+    record_event(tx, row["id"], status, detail, now)
     return row, True
 
 
@@ -136,7 +137,7 @@ async def set_status(tx: Transaction, email_id: int, status: str, now: float, *,
         f"UPDATE email_messages SET status = %s, updated_at = %s{assignments} WHERE id = %s",
         (status, now, *fields.values(), email_id),
     )
-    await record_event(tx, email_id, status, detail, now)
+    record_event(tx, email_id, status, detail, now)
 
 
 async def suppress(tx: Transaction, address: str, reason: str, source: str, now: float) -> bool:

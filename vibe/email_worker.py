@@ -144,10 +144,8 @@ class EmailWorker:
                 f"WHERE id IN ({', '.join(['%s'] * len(rows))})",
                 (now, now, *(r["id"] for r in rows)),
             )
-            await tx.executemany(
-                "INSERT INTO email_message_events (email_id, status, detail, at) VALUES (%s, 'sending', %s, %s)",
-                [(r["id"], f"attempt {int(r['attempts']) + 1}", now) for r in rows],
-            )
+            for r in rows:
+                record_event(tx, r["id"], "sending", f"attempt {int(r['attempts']) + 1}", now)
             names = await self._names(tx, {r["user_id"] for r in rows if r["user_id"]})
         for row in rows:
             row["claimed_at"] = now
@@ -225,5 +223,5 @@ class EmailWorker:
                  o.at if o.status == "sent" else None, o.at, o.id, o.claimed_at),
             )
             if updated:  # else the lease expired and another claim owns the row now
-                await record_event(tx, o.id, o.status, o.error or (f"provider id {o.provider_id}" if o.provider_id else None), o.at)
+                record_event(tx, o.id, o.status, o.error or (f"provider id {o.provider_id}" if o.provider_id else None), o.at)
         return [None] * len(outcomes)
