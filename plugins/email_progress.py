@@ -1,7 +1,6 @@
 """Learning mail: workshop completions, achievements, and the weekly progress report."""
 
 import datetime
-import json
 
 from vibe.email_queue import enqueue_for
 from vibe.email_templates import EmailTemplate
@@ -26,7 +25,8 @@ def register_email_templates():
         ),
         EmailTemplate(
             name="weekly_progress", category="engagement",
-            optional={"week": str, "workshops_completed": int, "achievements_unlocked": int, "highlights": list},
+            optional={"week": str, "workshops_completed": int, "items_completed": int, "achievements_unlocked": int,
+                      "highlights": list},
             description="Once per ISO week to each active learner; computed when no data is given.",
             sample={"week": "2026-W48", "workshops_completed": 2, "achievements_unlocked": 1,
                     "highlights": ["Prompting 101", "First steps"]},
@@ -36,25 +36,23 @@ def register_email_templates():
 
 
 async def weekly_report(tx, profile, data, now):
-    """The last seven days' completions and achievements, from the notices queued for them."""
+    """The last seven days from user management's tables: items completed, achievements unlocked."""
     if data:
         return data
-    rows = await tx.fetchall(
-        "SELECT type, data FROM email_messages WHERE user_id = %s AND created_at >= %s "
-        "AND type IN ('workshop_completion', 'achievement') ORDER BY created_at",
-        (profile["id"], now - 7 * 86400),
+    since = now - 7 * 86400
+    done = await tx.fetchall(
+        "SELECT resource_type, resource_id FROM user_progress WHERE user_id = %s AND status = 'completed' "
+        "AND completed_at >= %s ORDER BY completed_at", (profile["id"], since),
     )
-    highlights = []
-    for row in rows:
-        item = json.loads(row["data"])
-        if row["type"] == "workshop_completion":
-            highlights.append(str(item.get("workshop_title") or item["workshop_id"]))
-        else:
-            highlights.append(str(item["achievement"].get("name") or item["achievement"].get("key")))
+    unlocked = await tx.fetchall(
+        "SELECT a.name FROM user_achievements u JOIN achievements a ON a.key = u.achievement_key "
+        "WHERE u.user_id = %s AND u.unlocked_at >= %s ORDER BY u.unlocked_at", (profile["id"], since),
+    )
+    workshops = [r["resource_id"] for r in done if r["resource_type"] == "workshop"]
     year, week, _ = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isocalendar()
-    return {"week": f"{year}-W{week:02d}", "highlights": highlights[:10],
-            "workshops_completed": sum(r["type"] == "workshop_completion" for r in rows),
-            "achievements_unlocked": sum(r["type"] == "achievement" for r in rows)}
+    return {"week": f"{year}-W{week:02d}", "workshops_completed": len(workshops),
+            "items_completed": len(done), "achievements_unlocked": len(unlocked),
+            "highlights": (workshops + [r["name"] for r in unlocked])[:10]}
 
 
 @hookimpl

@@ -6,12 +6,14 @@ import asyncio
 import os
 import sys
 import time
+import uuid
+
+import tokens
 
 from conftest import ROOT, load_event, make_event
 from email_support import add_profile, outbox, start_email, wait_status  # noqa: F401
-from vibe.context import DomainContext
 from vibe.email_schedule import iso_week, run_schedule
-from vibe.keys import EMAIL_RENDERER, PLUGINS
+from vibe.keys import EMAIL_RENDERER
 
 
 def fixture_event(name: str) -> dict:
@@ -94,28 +96,29 @@ async def test_a_user_without_an_address_gets_no_mail_and_the_payment_still_comm
     assert await emails(service) == []
 
 
-async def announce(service, hook: str, **kw):
-    async with service.db.transaction() as tx:
-        ctx = DomainContext(tx=tx, settings=service.settings, pm=service.app[PLUGINS])
-        await ctx.announce(hook, **kw)
-
-
-async def test_progress_hooks_queue_once_and_feed_the_weekly_report(start_email):
+async def test_user_management_events_queue_mail_once_and_feed_the_weekly_report(start_email):
     service = await start_email()
-    user = await add_profile(service.db)
-    for _ in range(2):
-        await announce(service, "workshop_completed", user_id=user, workshop_id="w-1", item={"title": "Prompting 101"})
-        await announce(service, "achievement_unlocked", user_id=user, achievement={"key": "first", "name": "First steps"})
-    await announce(service, "user_created", user={"id": user, "email": f"{user}@example.com"})
-    kinds = [r["type"] for r in await emails(service)]
-    assert sorted(kinds) == ["achievement", "welcome", "workshop_completion"]
+    user = str(uuid.uuid4())
+    token = tokens.user_token(user, email="ada@example.com")
+
+    async def act(action, data):
+        resp = await service.client.post("/functions/v1/user-management", json={"action": action, "data": data},
+                                         headers=tokens.auth(token))
+        assert resp.status == 200, await resp.text()
+
+    await act("create_profile", {"display_name": "Ada Lovelace"})
+    done = {"items": [{"resource_type": "workshop", "resource_id": "1", "status": "completed"}]}
+    await act("sync_progress", done)
+    await act("sync_progress", done)  # the same completion again: nothing new
+    kinds = sorted(r["type"] for r in await emails(service))
+    assert kinds == ["achievement", "welcome", "workshop_completion"]
     counts = await run_schedule(service.db, service.app[EMAIL_RENDERER].templates, service.settings)
     assert counts["weekly_progress"] == 1
-    [report] = await emails(service, "weekly_progress")
     await settle_mail(service)
     mail = next(m for m in outbox(service) if m["Subject"].startswith("Your week"))
+    assert mail["Subject"] == "Your week on Vibe Coding Bible: 1 workshop completed"
     text = mail.get_body(("plain",)).get_content()
-    assert "Workshops completed: 1" in text and "Prompting 101" in text and "First steps" in text
+    assert "Workshops completed: 1" in text and "First workshop" in text and "Hi Ada" in text
 
 
 async def test_weekly_report_is_queued_once_per_iso_week(start_email):

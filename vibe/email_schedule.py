@@ -50,12 +50,11 @@ async def _queue_batch(db: Database, templates: Mapping[str, EmailTemplate], set
 
 
 async def weekly_candidates(db: Database, week_key: str, now: float) -> list[str]:
-    """Active learners (paying, or active in the last four weeks) without this week's report yet."""
+    """Active learners (paying, or progress recorded in the last four weeks) without this week's report."""
     rows = await db.fetchall(
         "SELECT p.id FROM profiles p WHERE p.email IS NOT NULL AND p.role = 'user' "
         "AND (p.subscription_status IN ('active', 'trialing', 'past_due') OR EXISTS ("
-        "  SELECT 1 FROM email_messages a WHERE a.user_id = p.id "
-        "  AND a.type IN ('workshop_completion', 'achievement', 'welcome') AND a.created_at >= %s)) "
+        "  SELECT 1 FROM user_progress a WHERE a.user_id = p.id AND a.updated_at >= %s)) "
         "AND NOT EXISTS (SELECT 1 FROM email_messages m WHERE m.idempotency_key = "
         "  'weekly_progress:' || p.id || ':' || %s) ORDER BY p.id",
         (now - 28 * 86400, week_key),
