@@ -63,15 +63,20 @@ async def enqueue(tx: Transaction, templates: Mapping[str, EmailTemplate], *, us
     problems = template.validate(data)
     if problems:
         raise EmailRejected(400, "invalid_email_data", f"data does not fit the {type} template", details=problems)
-    existing = await tx.fetchone("SELECT * FROM email_messages WHERE idempotency_key = %s", (idempotency_key,))
-    if existing is not None:
-        return _same(existing, user_id, type), False
+    # One round trip for the common case: the user, their address's suppression, their choice
+    # for the category, and whether this key was already used.
     profile = await tx.fetchone(
         "SELECT p.id, p.email, p.full_name, p.display_name, p.referral_code, s.reason AS suppressed, "
-        "c.subscribed FROM profiles p LEFT JOIN email_suppressions s ON s.email = LOWER(p.email) "
-        "LEFT JOIN email_preferences c ON c.user_id = p.id AND c.category = %s WHERE p.id = %s",
-        (template.category, user_id),
+        "c.subscribed, m.id AS existing FROM profiles p "
+        "LEFT JOIN email_suppressions s ON s.email = LOWER(p.email) "
+        "LEFT JOIN email_preferences c ON c.user_id = p.id AND c.category = %s "
+        "LEFT JOIN email_messages m ON m.idempotency_key = %s WHERE p.id = %s",
+        (template.category, idempotency_key, user_id),
     )
+    if profile is None or profile["existing"] is not None:
+        existing = await tx.fetchone("SELECT * FROM email_messages WHERE idempotency_key = %s", (idempotency_key,))
+        if existing is not None:
+            return _same(existing, user_id, type), False
     if profile is None:
         raise EmailRejected(404, "user_not_found", f"no user {user_id}")
     if not profile["email"]:

@@ -195,7 +195,6 @@ class SmtpSender:
         self.pool_size = pool_size
         self.idle_seconds = idle_seconds
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
-        self._open = 0
         self._slots = asyncio.Semaphore(pool_size)
 
     async def _connection(self) -> tuple[aiosmtplib.SMTP, bool]:
@@ -207,11 +206,9 @@ class SmtpSender:
             await self._discard(client)
         client = aiosmtplib.SMTP(**self.options)
         await client.connect()
-        self._open += 1
         return client, False
 
     async def _discard(self, client: aiosmtplib.SMTP) -> None:
-        self._open -= 1
         try:
             if client.is_connected:
                 await client.quit()

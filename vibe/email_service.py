@@ -32,7 +32,7 @@ async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[EMAIL_QUEUE] = GroupCommitter(
         app[DB], email_api.make_flush(app[EMAIL_RENDERER].templates, settings.email_from), max_batch=200,
-        concurrency=2 if settings.dialect == "postgresql" else 1, name="email-queue",
+        concurrency=4 if settings.dialect == "postgresql" else 1, name="email-queue",
     )
     try:
         yield

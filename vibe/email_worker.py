@@ -56,7 +56,7 @@ class EmailWorker:
         self.breaker = breaker
         self.links = links
         self.concurrency = settings.email_concurrency
-        self.capacity = settings.email_concurrency * 4  # claimed ahead, so a claim serves many sends
+        self.capacity = settings.email_concurrency * 16  # claimed ahead, so a claim serves many sends
         self.results = GroupCommitter(db, self._write_results, max_batch=500, name="email-results")
         self._sem = asyncio.Semaphore(self.concurrency)
         self._tasks: set[asyncio.Task] = set()
