@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import jinja2
 import pluggy
 from aiohttp import web
 
@@ -47,3 +48,13 @@ LOAD_MONITOR = web.AppKey("load_monitor", "LoadMonitor")
 TRUSTED_NETS = web.AppKey("rate_limit_trusted_nets", tuple)  # ip_network objects
 # The caller's profile as the rate-limit middleware resolved it (None: no profile yet).
 SESSION = web.RequestKey("session", "Session")
+
+# -- operations: health, metrics, alerts, dashboard (issue 6)
+if TYPE_CHECKING:
+    from .alerts import Watchdog
+    from .metrics import Metrics
+
+HEALTH_PROBES = web.AppKey("health_probes", dict)  # function name -> async probe(app) -> dict
+METRICS = web.AppKey("metrics", "Metrics")  # this app's Prometheus registry and request window
+WATCHDOG = web.AppKey("watchdog", "Watchdog")
+DASHBOARD_PAGES = web.AppKey("dashboard_pages", jinja2.Environment)
