@@ -18,7 +18,7 @@ from .resources import PLUGINS_DIR
 log = logging.getLogger(__name__)
 
 # vibe's own modules that implement hooks (CLI commands); loaded like any other plugin.
-BUILTIN_MODULES = ("vibe.cli_events", "vibe.cli_users", "vibe.cli_stripe")
+BUILTIN_MODULES = ("vibe.cli_events", "vibe.cli_users", "vibe.cli_stripe", "vibe.cli_monitor", "vibe.cli_deploy")
 
 
 class PluginError(RuntimeError):
