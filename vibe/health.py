@@ -15,6 +15,7 @@ The service is `unhealthy` (503) when the database is unreachable or a function 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any, Awaitable, Callable
 
@@ -92,7 +93,7 @@ async def snapshot(app: web.Application) -> dict[str, Any]:
     """The whole health document (also used by /metrics, the dashboard and the alert watchdog)."""
     db = app[DB]
     body: dict[str, Any] = {
-        "status": "healthy", "version": __version__,
+        "status": "healthy", "version": __version__, "process": os.getpid(),
         "uptime_seconds": round(time.time() - app[STARTED_AT], 1),
         "database": {"dialect": db.dialect, "reachable": True}, "pool": db.pool_state(),
     }
