@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__
+from .keys import HEALTH_PROBES
 
 JSON = "application/json"
 
@@ -115,6 +116,9 @@ def document(app: web.Application) -> dict[str, Any]:
             names = [p.strip("{}").split(":")[0] for p in path.split("/") if p.startswith("{")]
             if names:
                 operation["parameters"] = [path_param(n, n) for n in names]
+        if path == "/functions/v1/{function}/health":  # name the functions this app has
+            operation = {**operation, "parameters": [{**operation["parameters"][0], "schema": {
+                "type": "string", "enum": sorted(app.get(HEALTH_PROBES, {}))}}]}
         paths.setdefault(path, {})[method] = operation
     return {"openapi": "3.1.0",
             "info": {"title": "vibe", "version": __version__,
