@@ -40,9 +40,12 @@ async def test_sigterm_during_a_flood_loses_nothing_acknowledged(database_url, t
                                 "--shutdown-timeout", "10").start()
     pids = set()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-        for _ in range(60):  # a new connection each time: the kernel spreads them over the workers
+        for _ in range(600):  # a new connection each time: the kernel spreads them over the workers
             async with session.get(f"{service.url}/health") as resp:
                 pids.add((await resp.json())["process"])
+            if len(pids) == 2:  # the second worker may still be starting when the first answers
+                break
+            await asyncio.sleep(0.02)
     assert len(pids) == 2
     acked: list[str] = []
     refused: list[str] = []
