@@ -34,6 +34,14 @@ async def test_a_dead_stripe_event_degrades_billing_and_the_service(service):
     assert users["status"] == "healthy"
 
 
+async def test_analytics_health_is_not_shadowed_by_its_endpoint_route(service):
+    resp = await service.client.get("/functions/v1/analytics-tracking/health")
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["function"] == "analytics-tracking" and body["queues"] == {"analytics_batcher": 0}
+    assert body["figures"] == {"events last hour": 0}
+
+
 async def test_database_down_is_unhealthy_503(service):
     await service.db.close()
     resp = await service.client.get("/health")

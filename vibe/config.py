@@ -171,6 +171,18 @@ class Settings:
     alert_webhook: str = ""
     check_interval: int = 60
 
+    # -- analytics (issue 4)
+    analytics_write_key: str = ""
+    analytics_batch_events: int = 100
+    analytics_batch_wait_ms: float = 2.0
+    analytics_commit_concurrency: int = 0
+    analytics_max_queue: int = 20000
+    analytics_retention_days: int = 395
+    analytics_retention_interval: float = 3600.0
+    analytics_refresh_seconds: float = 300.0
+    analytics_cache_ttl: float = 60.0
+    analytics_erasure_poll_seconds: float = 1.0
+
     plugin_dirs: tuple[str, ...] = ()
     disabled_plugins: tuple[str, ...] = ()
     log_level: str = "INFO"
@@ -261,6 +273,17 @@ class Settings:
             admin_email=_str(env, "ADMIN_EMAIL"),
             alert_webhook=_str(env, "ALERT_WEBHOOK"),
             check_interval=_int(env, "CHECK_INTERVAL", 60, minimum=1),
+            # -- analytics (issue 4)
+            analytics_write_key=_str(env, "ANALYTICS_WRITE_KEY"),
+            analytics_batch_events=_int(env, "ANALYTICS_BATCH_EVENTS", 100, minimum=1),
+            analytics_batch_wait_ms=_float(env, "ANALYTICS_BATCH_WAIT_MS", 2.0),
+            analytics_commit_concurrency=_int(env, "ANALYTICS_COMMIT_CONCURRENCY", 0),
+            analytics_max_queue=_int(env, "ANALYTICS_MAX_QUEUE", 20000, minimum=1),
+            analytics_retention_days=_int(env, "ANALYTICS_RETENTION_DAYS", 395),
+            analytics_retention_interval=_float(env, "ANALYTICS_RETENTION_INTERVAL", 3600.0, minimum=1.0),
+            analytics_refresh_seconds=_float(env, "ANALYTICS_REFRESH_SECONDS", 300.0, minimum=1.0),
+            analytics_cache_ttl=_float(env, "ANALYTICS_CACHE_TTL", 60.0),
+            analytics_erasure_poll_seconds=_float(env, "ANALYTICS_ERASURE_POLL_SECONDS", 1.0, minimum=0.05),
             plugin_dirs=_list(env, "VIBE_PLUGINS_DIRS", os.pathsep),
             disabled_plugins=_list(env, "VIBE_DISABLE_PLUGINS"),
             log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),

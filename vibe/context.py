@@ -16,10 +16,17 @@ from .database import Transaction
 async def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> list[Any]:
     """Call every implementation of hook `name`, awaiting the async ones one after another."""
     results = []
-    for result in getattr(pm.hook, name)(**kwargs):
-        if inspect.isawaitable(result):
-            result = await result
-        results.append(result)
+    pending = list(getattr(pm.hook, name)(**kwargs))
+    try:
+        for index, result in enumerate(pending):
+            if inspect.isawaitable(result):
+                result = await result
+            results.append(result)
+    except BaseException:
+        for later in pending[index + 1:]:  # one failed: the others' coroutines will never run
+            if inspect.iscoroutine(later):
+                later.close()
+        raise
     return results
 
 

@@ -58,7 +58,7 @@ async def business(app: web.Application) -> dict[str, Any]:
         "WHERE status IN ('active', 'trialing') GROUP BY tier, billing_interval, currency")
     pays = await db.fetchall(
         "SELECT status, currency, COUNT(*) AS n, SUM(amount) AS amount FROM payments "
-        "WHERE created >= %s GROUP BY status, currency", (since,))
+        "WHERE created >= %s GROUP BY status, currency", (int(since),))
     by_tier: dict[str, int] = {}
     mrr: dict[str, float] = {}
     for r in subs:
@@ -68,6 +68,14 @@ async def business(app: web.Application) -> dict[str, Any]:
         mrr[cur] = mrr.get(cur, 0) + monthly / 100
     revenue = {f"{r['status']} {(r['currency'] or '').upper()}": round((r["amount"] or 0) / 100, 2) for r in pays}
     return {"subscriptions": by_tier, "mrr": {k: round(v, 2) for k, v in mrr.items()}, "payments_30d": revenue}
+
+
+async def analytics_volume(app: web.Application) -> dict[str, int]:
+    """The ten most frequent events of the last 24 hours."""
+    rows = await app[DB].fetchall(
+        "SELECT event, COUNT(*) AS n FROM analytics_events WHERE received_at >= %s "
+        "GROUP BY event ORDER BY n DESC LIMIT 10", (time.time() - DAY,))
+    return {r["event"]: int(r["n"]) for r in rows}
 
 
 async def stripe_outcomes(app: web.Application) -> dict[str, int]:
@@ -83,10 +91,12 @@ async def dashboard(request: web.Request) -> web.Response:
     hour = window.summary(3600)
     figures: dict[str, Any] = {"subscriptions": {}, "mrr": {}, "payments_30d": {}}
     outcomes: dict[str, int] = {}
+    volume: dict[str, int] = {}
     if doc["database"]["reachable"]:
         try:
             figures = await business(app)
             outcomes = await stripe_outcomes(app)
+            volume = await analytics_volume(app)
         except DatabaseUnavailable:
             pass
     latency = {k: round((hour[k] or 0) * 1000, 1) for k in ("p50", "p95", "p99")}
@@ -98,6 +108,7 @@ async def dashboard(request: web.Request) -> web.Response:
         "latency": charts.hbars(latency, unit=" ms", title="Latency percentiles, last hour"),
         "stripe": charts.hbars(outcomes, title="Stripe events by outcome"),
         "queues": charts.hbars(doc["queues"], title="Queues"),
+        "volume": charts.hbars(volume, title="Analytics events, last 24 hours"),
         "tiers": charts.hbars(figures["subscriptions"], title="Active subscriptions by tier"),
         "function_figures": {name: r.get("figures", {}) for name, r in doc["functions"].items()},
     }

@@ -5,7 +5,8 @@ flush takes up to `max_batch` of them into one transaction (`flush(tx, items) ->
 every request waiting on that batch is answered with its own result after COMMIT, or with the
 exception if the transaction failed. So "2xx means committed" holds, and under load one fsync
 serves a whole batch instead of one request. With no load the batch is one item and no wait is
-added (unless `max_wait` asks to linger for company).
+added (unless `max_wait` asks to linger for company). With `weight`, `max_batch` counts what
+each item weighs (e.g. the events a request carries) instead of items; an item is never split.
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ FlushFn = Callable[[Transaction, Sequence[T]], Awaitable[Sequence[R]]]
 
 class GroupCommitter(Generic[T, R]):
     def __init__(self, db: Database, flush: FlushFn, *, max_batch: int = 100, max_wait: float = 0.0,
-                 concurrency: int = 1, name: str = "group-commit"):
+                 concurrency: int = 1, name: str = "group-commit", weight: Callable[[T], int] | None = None):
         self._db = db
         self._flush = flush
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.concurrency = concurrency
         self.name = name
+        self._weight = weight
+        self.pending = 0  # total weight waiting (items, without `weight`)
+        self.flushing = 0  # items in transactions not yet committed
         self._queue: list[tuple[T, asyncio.Future]] = []
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -48,6 +52,7 @@ class GroupCommitter(Generic[T, R]):
             raise RuntimeError(f"{self.name} is closed")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
+        self.pending += self._weight(item) if self._weight else 1
         if len(self._tasks) < self.concurrency:
             task = asyncio.create_task(self._run(), name=self.name)
             self._tasks.add(task)
@@ -56,26 +61,44 @@ class GroupCommitter(Generic[T, R]):
 
     async def _run(self) -> None:
         while self._queue:
-            if self.max_wait and len(self._queue) < self.max_batch:
+            if self.max_wait and self.pending < self.max_batch:
                 await asyncio.sleep(self.max_wait)
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+            batch, self._queue = self._take()
             if not batch:
                 continue
+            self.flushing += len(batch)
             try:
                 async with self._db.transaction() as tx:
                     results = await self._flush(tx, [item for item, _ in batch])
             except BaseException as exc:  # every waiter learns the batch failed
+                self.flushing -= len(batch)
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 if not isinstance(exc, Exception):
                     raise
                 continue
+            self.flushing -= len(batch)
             self.batches += 1
             self.items += len(batch)
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+
+    def _take(self) -> tuple[list, list]:
+        """The next batch: up to `max_batch` in weight, at least one item."""
+        if self._weight is None:
+            take = min(self.max_batch, len(self._queue))
+            self.pending -= take
+            return self._queue[:take], self._queue[take:]
+        total = take = 0
+        for item, _ in self._queue:
+            w = self._weight(item)
+            if take and total + w > self.max_batch:
+                break
+            total, take = total + w, take + 1
+        self.pending -= total
+        return self._queue[:take], self._queue[take:]
 
     async def close(self) -> None:
         """Stop taking items and finish the batches already taken (graceful shutdown)."""

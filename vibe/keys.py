@@ -12,6 +12,7 @@ from .config import Settings
 from .database import Database
 
 if TYPE_CHECKING:
+    from .analytics_ingest import AnalyticsState
     from .dispatcher import Dispatcher
     from .groupcommit import GroupCommitter
     from .stripe_registry import Handler
@@ -48,6 +49,9 @@ LOAD_MONITOR = web.AppKey("load_monitor", "LoadMonitor")
 TRUSTED_NETS = web.AppKey("rate_limit_trusted_nets", tuple)  # ip_network objects
 # The caller's profile as the rate-limit middleware resolved it (None: no profile yet).
 SESSION = web.RequestKey("session", "Session")
+
+# -- analytics (issue 4)
+ANALYTICS = web.AppKey("analytics", "AnalyticsState")
 
 # -- operations: health, metrics, alerts, dashboard (issue 6)
 if TYPE_CHECKING:

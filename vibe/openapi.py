@@ -101,6 +101,54 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         security=BEARER),
 }
 
+# -- analytics (issue 4)
+A = "/functions/v1/analytics-tracking"
+OBJ = _json({"type": "object"})
+TIME = {"type": "string", "description": "Unix seconds or ISO 8601"}
+
+
+def query(name: str, schema: dict, description: str = "", required: bool = False) -> dict:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+RANGE = [query("from", TIME, "start (default: 30 days before `to`)"), query("to", TIME, "end (default: now)")]
+USER = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+EVENT = {"type": "object", "properties": {"event": {"type": "string"}, "user_id": {"type": ["string", "null"]},
+                                          "anonymous_id": {"type": ["string", "null"]},
+                                          "properties": {"type": "object"}, "timestamp": {}}}
+OPERATIONS.update({
+    ("get", A + "/metrics"): op("Event counts over time", "analytics", OBJ, security=BEARER, params=[
+        query("name", {"type": "string"}, "event name (default: every event)"),
+        query("interval", {"enum": ["hour", "day"]}), *RANGE]),
+    ("get", A + "/business"): op("Business figures (revenue, subscriptions)", "analytics", OBJ,
+                                 security=BEARER, params=RANGE),
+    ("get", A + "/funnel"): op("Conversion through a sequence of events", "analytics", OBJ, security=BEARER, params=[
+        query("steps", {"type": "string"}, "2 to 10 event names, comma-separated", required=True), *RANGE]),
+    ("get", A + "/aggregates/{kind}"): op("A daily rollup", "analytics", OBJ, security=BEARER, params=[
+        {**path_param("kind", "the rollup"), "schema": {"type": "string"}}, *RANGE]),
+    ("get", A + "/journey/{user_id}"): op("One user's events in order", "analytics", OBJ, security=BEARER, params=[
+        USER, *RANGE, query("limit", {"type": "integer", "minimum": 1, "maximum": 10000})]),
+    ("get", A + "/users/{user_id}/events"): op("Export a user's events (NDJSON)", "analytics", {
+        "description": "one event a line", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+        security=BEARER, params=[USER]),
+    ("delete", A + "/users/{user_id}"): op("Erase a user's analytics", "analytics", OBJ, security=BEARER,
+                                           params=[USER]),
+    ("post", A + "/{endpoint}"): op("Track one event or a batch", "analytics", OBJ, security=BEARER, params=[
+        {**path_param("endpoint", "an endpoint a plugin registered"), "schema": {"type": "string"}}],
+        body={"oneOf": [EVENT, {"type": "object", "required": ["batch"],
+                                "properties": {"batch": {"type": "array", "items": EVENT}}}]}),
+    ("post", "/v1/batch"): op("Segment-compatible batch", "analytics", OBJ, body={"type": "object"},
+                              security=[{"segmentWriteKey": []}]),
+    ("post", "/v1/import"): op("Segment-compatible import (same as batch)", "analytics", OBJ, body={"type": "object"},
+                               security=[{"segmentWriteKey": []}]),
+    ("post", "/v1/{type}"): op("Segment-compatible single call", "analytics", OBJ, body={"type": "object"},
+                               security=[{"segmentWriteKey": []}], params=[{
+                                   "name": "type", "in": "path", "required": True, "schema": {
+                                       "enum": ["track", "page", "identify", "screen", "group", "alias"]}}]),
+})
+COMPONENTS["securitySchemes"]["segmentWriteKey"] = {"type": "http", "scheme": "basic",
+                                                    "description": "ANALYTICS_WRITE_KEY as the user name"}
+
 
 def document(app: web.Application) -> dict[str, Any]:
     paths: dict[str, dict] = {}

@@ -6,6 +6,8 @@
   RATE_LIMIT_TRUSTED_PROXIES.
 * The Stripe webhook: validly signed events are never throttled; only requests that FAIL
   signature verification count, RATE_LIMIT_WEBHOOK_FAILURES a minute per source.
+* Analytics: a request with the valid `X-Write-Key` (a server) is not throttled either; a wrong
+  key counts against its client IP like any anonymous request.
 * Never waits for a token: over the limit is an immediate 429 with `Retry-After`. Every answer
   carries `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (seconds until the
   bucket is full again).
@@ -30,6 +32,7 @@ from aiohttp import web
 from aiolimiter import AsyncLimiter
 from cachetools import LRUCache
 
+from .analytics_ingest import write_key_matches
 from .auth import AuthError
 from .config import Settings
 from .database import DatabaseUnavailable
@@ -221,6 +224,11 @@ async def ratelimit_middleware(request: web.Request, handler):
         if not response.prepared:
             response.headers.update(decision.headers())
         return response
+    write_key = request.headers.get("X-Write-Key")
+    if write_key is not None and write_key_matches(request.app[SETTINGS], write_key):
+        # -- analytics (issue 4): a server holding the analytics write key is trusted like a
+        # signed Stripe event: not throttled; the analytics batcher sheds load itself (503).
+        return await handler(request)
     key, tier = await _subject(request)
     decision = limiter.hit(key, tier)
     if not decision.allowed:

@@ -1,0 +1,25 @@
+"""A third-party analytics endpoint: `POST /functions/v1/analytics-tracking/lesson-feedback`.
+
+Load it without touching vibe: `VIBE_PLUGINS_DIRS=examples/analytics_plugin python run.py serve`,
+then send `{"properties": {"lesson_id": "intro-1", "rating": 5, "comment": "clear"}}` with a user's
+token (or the write key and a user_id). The rating must be a whole number from 1 to 5.
+"""
+
+from vibe.analytics_model import AnalyticsEndpoint, number, text
+from vibe.hookspecs import hookimpl
+
+
+def feedback_properties(props):
+    text(props, "lesson_id", required=True, max_len=128)
+    number(props, "rating", required=True, minimum=1, maximum=5, integer=True)
+    text(props, "comment", max_len=2000)
+    return props
+
+
+@hookimpl
+def register_analytics_endpoints(settings):
+    return AnalyticsEndpoint(
+        "lesson-feedback", feedback_properties, event="lesson_feedback",
+        senders=frozenset({"user", "server"}),  # signed-in learners and servers; not anonymous browsers
+        description="A learner rated a lesson: properties.lesson_id, rating (1-5), comment.",
+    )

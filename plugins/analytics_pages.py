@@ -1,0 +1,38 @@
+"""Analytics endpoint `page-view`: a path or URL is required; page views are counted per path per day."""
+
+from collections import Counter
+from urllib.parse import urlsplit
+
+from vibe.analytics_model import AnalyticsEndpoint, EventInvalid, text
+from vibe.analytics_store import day, upsert_sum
+from vibe.hookspecs import hookimpl
+
+MAX_PATH = 1024
+
+
+def page_properties(props):
+    path = text(props, "path", max_len=MAX_PATH)
+    url = text(props, "url", max_len=2048)
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise EventInvalid("properties.url", "properties.url must be an absolute http(s) URL")
+        path = path or parts.path or "/"
+    if path is None:
+        raise EventInvalid("properties.path", "a page view needs properties.path or properties.url")
+    if not path.startswith("/"):
+        raise EventInvalid("properties.path", "properties.path must start with '/'")
+    for field in ("title", "referrer", "name"):
+        text(props, field, max_len=2048)
+    return {**props, "path": path.split("?", 1)[0].split("#", 1)[0] or "/"}
+
+
+async def count_page_views(tx, events):
+    views = Counter((day(e.ts), e.properties["path"]) for e in events)
+    await upsert_sum(tx, "analytics_page_views", ("day", "path"), ("n",), {k: (n,) for k, n in views.items()})
+
+
+@hookimpl
+def register_analytics_endpoints():
+    return AnalyticsEndpoint("page-view", page_properties, event="page_view", rollup=count_page_views,
+                             description="A page was shown: properties.path or properties.url.")

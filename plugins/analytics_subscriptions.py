@@ -1,0 +1,90 @@
+"""Analytics endpoint `subscription-event` (servers only), revenue per day and tier, and the
+revenue and subscription events the billing pipeline's hooks record in their own transaction."""
+
+import re
+import uuid
+
+from vibe.analytics_model import AnalyticsEndpoint, Event, EventInvalid, choice, number
+from vibe.analytics_store import day, store_events, upsert_sum
+from vibe.config import TIERS
+from vibe.hookspecs import hookimpl
+
+ACTIONS = ("subscribed", "upgraded", "downgraded", "renewed", "canceled", "reactivated", "updated", "payment")
+REVENUE = "payment"  # the action that is money received; the others describe the lifecycle
+
+
+def subscription_properties(props):
+    choice(props, "action", ACTIONS, required=True)
+    choice(props, "tier", TIERS, required=True)
+    number(props, "amount", required=True, minimum=0, integer=True)
+    currency = props.get("currency")
+    if not isinstance(currency, str) or not re.fullmatch(r"[A-Za-z]{3}", currency):
+        raise EventInvalid("properties.currency", "properties.currency must be a three-letter ISO 4217 code")
+    return {**props, "currency": currency.lower()}
+
+
+async def sum_revenue(tx, events):
+    sums: dict = {}
+    for e in events:
+        if e.properties["action"] == REVENUE and e.properties["amount"] > 0:
+            key = (day(e.ts), e.properties["tier"], e.properties["currency"])
+            amount, payments = sums.get(key, (0, 0))
+            sums[key] = (amount + int(e.properties["amount"]), payments + 1)
+    if sums:
+        await upsert_sum(tx, "analytics_revenue", ("day", "tier", "currency"), ("amount", "payments"), sums)
+
+
+ENDPOINT = AnalyticsEndpoint(
+    "subscription-event", subscription_properties, event="subscription_event", senders=frozenset({"server"}),
+    rollup=sum_revenue, description="A subscription action, tier, amount (smallest unit) and currency.",
+)
+
+
+@hookimpl
+def register_analytics_endpoints():
+    return ENDPOINT
+
+
+def action_of(change):
+    old, new = change.get("old_tier") or "free", change.get("tier") or "free"
+    if old == new:
+        return "reactivated" if change.get("old_status") in ("canceled", None) and new != "free" else "updated"
+    if old == "free":
+        return "subscribed"
+    if new == "free":
+        return "canceled"
+    return "upgraded" if TIERS.index(new) > TIERS.index(old) else "downgraded"
+
+
+async def record(ctx, message_id, user_id, ts, properties, anonymous_id=None):
+    """Store one billing event (and its rollups) in the caller's transaction."""
+    event = Event(message_id=message_id, endpoint=ENDPOINT.name, event=ENDPOINT.event, user_id=user_id,
+                  anonymous_id=None if user_id else anonymous_id or "billing", session_id=None, ts=ts,
+                  received_at=ctx.now, sent_at=None, properties=properties,
+                  context={"source": "billing"}, is_bot=False, source="billing")
+    await store_events(ctx.tx, [event], {ENDPOINT.name: ENDPOINT})
+
+
+@hookimpl
+async def subscription_changed(ctx, user_id, change):
+    when = float(getattr(ctx, "created", ctx.now))  # the Stripe event's time when a Stripe event caused it
+    cause = change.get("event_id") or uuid.uuid4().hex  # an admin's change has no Stripe event
+    await record(ctx, f"subscription:{cause}:{change.get('subscription_id')}", user_id, when, {
+        "action": action_of(change), "tier": change.get("tier") or "free", "old_tier": change.get("old_tier"),
+        "status": change.get("status"), "old_status": change.get("old_status"),
+        "amount": int(change.get("amount") or 0), "currency": (change.get("currency") or "").lower(),
+        "subscription_id": change.get("subscription_id"),
+    })
+
+
+@hookimpl
+async def payment_succeeded(ctx, payment):
+    tier = None
+    if payment.get("subscription_id"):
+        tier = await ctx.tx.fetchval("SELECT tier FROM subscriptions WHERE id = %s", (payment["subscription_id"],))
+    if tier is None and payment.get("user_id"):
+        tier = await ctx.tx.fetchval("SELECT tier FROM profiles WHERE id = %s", (payment["user_id"],))
+    await record(ctx, f"payment:{payment['id']}", payment.get("user_id"), float(payment["created"]), {
+        "action": REVENUE, "tier": tier or "free", "amount": int(payment["amount"]),
+        "currency": payment["currency"], "kind": payment.get("kind"), "payment_id": payment["id"],
+    }, anonymous_id=payment.get("customer_id"))
