@@ -14,7 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__
-from .keys import HEALTH_PROBES
+from .analytics_queries import ROLLUPS
+from .keys import ANALYTICS, HEALTH_PROBES
 
 JSON = "application/json"
 
@@ -125,7 +126,7 @@ OPERATIONS.update({
     ("get", A + "/funnel"): op("Conversion through a sequence of events", "analytics", OBJ, security=BEARER, params=[
         query("steps", {"type": "string"}, "2 to 10 event names, comma-separated", required=True), *RANGE]),
     ("get", A + "/aggregates/{kind}"): op("A daily rollup", "analytics", OBJ, security=BEARER, params=[
-        {**path_param("kind", "the rollup"), "schema": {"type": "string"}}, *RANGE]),
+        {**path_param("kind", "the rollup"), "schema": {"enum": sorted(ROLLUPS)}}, *RANGE]),
     ("get", A + "/journey/{user_id}"): op("One user's events in order", "analytics", OBJ, security=BEARER, params=[
         USER, *RANGE, query("limit", {"type": "integer", "minimum": 1, "maximum": 10000})]),
     ("get", A + "/users/{user_id}/events"): op("Export a user's events (NDJSON)", "analytics", {
@@ -164,9 +165,11 @@ def document(app: web.Application) -> dict[str, Any]:
             names = [p.strip("{}").split(":")[0] for p in path.split("/") if p.startswith("{")]
             if names:
                 operation["parameters"] = [path_param(n, n) for n in names]
-        if path == "/functions/v1/{function}/health":  # name the functions this app has
+        names = {"/functions/v1/{function}/health": app.get(HEALTH_PROBES, {}),  # what this app has
+                 A + "/{endpoint}": app[ANALYTICS].endpoints if ANALYTICS in app else {}}.get(path)
+        if names is not None:
             operation = {**operation, "parameters": [{**operation["parameters"][0], "schema": {
-                "type": "string", "enum": sorted(app.get(HEALTH_PROBES, {}))}}]}
+                "type": "string", "enum": sorted(names)}}]}
         paths.setdefault(path, {})[method] = operation
     return {"openapi": "3.1.0",
             "info": {"title": "vibe", "version": __version__,
