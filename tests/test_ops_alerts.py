@@ -84,3 +84,16 @@ async def test_a_dead_alert_target_never_hurts_the_service(start_service, unused
     await checks_pass(service, 2)
     assert watchdog.sent == 0 and "errors" in watchdog.active
     assert (await service.client.get("/health")).status == 200
+
+
+async def test_database_down_is_one_alert_not_one_per_function(start_service, receiver):
+    received, url = receiver
+    service = await start_service(**fast(url))
+    await service.db.close()
+    await wait_until(lambda: asyncio.sleep(0, bool(received)))
+    await checks_pass(service, 2)
+    assert [(m["alert"], m["state"]) for m in received] == [("database", "firing")]
+    assert "unreachable" in received[0]["text"]
+    await service.db.open()
+    await wait_until(lambda: asyncio.sleep(0, len(received) == 2))
+    assert (received[1]["alert"], received[1]["state"]) == ("database", "resolved")

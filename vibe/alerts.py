@@ -46,8 +46,9 @@ class Watchdog:
     def conditions(self, doc: dict[str, Any], window: dict[str, Any]) -> dict[str, str]:
         s = self.settings
         found: dict[str, str] = {}
-        if not doc["database"]["reachable"]:
+        if not doc["database"]["reachable"]:  # the cause: the functions' failures follow from it
             found["database"] = f"The database is unreachable: {doc['database'].get('error', '')}"
+            return found
         for name, result in doc["functions"].items():
             if result["status"] == "unhealthy":
                 found[f"function:{name}"] = f"Function {name} is unavailable: {result.get('error', 'unhealthy')}"

@@ -11,6 +11,7 @@ the dashboard and the alert watchdog; it is this process's view (each worker has
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from typing import Any, Iterator
@@ -115,6 +116,9 @@ async def metrics_middleware(request: web.Request, handler):
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away (nginx's code): not a server error
         raise
     finally:
         request.app[METRICS].observe(request, status, time.perf_counter() - start)
