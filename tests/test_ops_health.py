@@ -42,6 +42,31 @@ async def test_analytics_health_is_not_shadowed_by_its_endpoint_route(service):
     assert body["figures"] == {"events last hour": 0}
 
 
+async def test_an_open_email_breaker_and_dead_emails_degrade_email_and_the_service(service):
+    from vibe.keys import BREAKERS, EMAIL_WORKER
+
+    body = await (await service.client.get("/functions/v1/email-notifications/health")).json()
+    assert body["status"] == "healthy" and body["sender_breaker"] == "closed"
+    breaker = service.app[EMAIL_WORKER].breaker
+    for _ in range(breaker.failure_threshold):  # what the worker records when the provider keeps failing
+        breaker.record_failure()
+    assert service.app[BREAKERS].snapshot()[breaker.name]["state"] == "open"
+    doc = await (await service.client.get("/health")).json()
+    assert doc["status"] == "degraded" and doc["circuit_breakers"][breaker.name]["state"] == "open"
+    assert doc["functions"]["email-notifications"]["status"] == "degraded"
+    metrics = await (await service.client.get("/metrics")).text()
+    assert sample(metrics, "vibe_circuit_breaker_state", breaker=breaker.name) == 2
+    breaker.record_success()
+    await service.db.execute(
+        "INSERT INTO email_messages (idempotency_key, user_id, recipient, type, category, data, status, "
+        "message_id, created_at, updated_at) VALUES ('k1', 'u1', 'a@example.com', 'welcome', 'account', '{}', "
+        "'dead', 'm1', 1, 1)")
+    doc = await (await service.client.get("/health")).json()
+    assert doc["status"] == "degraded" and doc["queues"]["email_dead"] == 1
+    metrics = await (await service.client.get("/metrics")).text()
+    assert sample(metrics, "vibe_emails", status="dead") == 1
+
+
 async def test_database_down_is_unhealthy_503(service):
     await service.db.close()
     resp = await service.client.get("/health")

@@ -24,7 +24,7 @@ from aiohttp import web
 from . import __version__
 from .database import DatabaseUnavailable
 from .errors import ApiError
-from .keys import DB, DISPATCHER, HEALTH_PROBES, STARTED_AT, STRIPE_INBOX
+from .keys import BREAKERS, DB, DISPATCHER, HEALTH_PROBES, STARTED_AT, STRIPE_INBOX
 
 Probe = Callable[[web.Application], Awaitable[dict[str, Any]]]
 STATUSES = ("healthy", "degraded", "unhealthy")
@@ -55,10 +55,7 @@ async def stripe_probe(app: web.Application) -> dict[str, Any]:
 
 
 def breaker_states(app: web.Application) -> dict[str, dict]:
-    from . import keys
-
-    key = getattr(keys, "BREAKERS", None)  # the resilience registry of the email function
-    registry = app.get(key) if key is not None else None
+    registry = app.get(BREAKERS)  # the resilience registry (the email sender's breaker, ...)
     return registry.snapshot() if registry is not None else {}
 
 

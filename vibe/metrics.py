@@ -140,11 +140,7 @@ async def refresh(app: web.Application) -> dict[str, Any]:
 
 
 async def email_counts(app: web.Application) -> list[dict[str, Any]]:
-    from . import keys
-
-    if getattr(keys, "EMAIL_QUEUE", None) is None or keys.EMAIL_QUEUE not in app:
-        return []
-    return await app[DB].fetchall("SELECT status, COUNT(*) AS n FROM email_outbox GROUP BY status")
+    return await app[DB].fetchall("SELECT status, COUNT(*) AS n FROM email_messages GROUP BY status")
 
 
 class StateCollector(Collector):

@@ -147,6 +147,32 @@ OPERATIONS.update({
                                    "name": "type", "in": "path", "required": True, "schema": {
                                        "enum": ["track", "page", "identify", "screen", "group", "alias"]}}]),
 })
+# -- email (issue 5)
+E = "/functions/v1/email-notifications"
+PAGE = {"description": "the page (for a browser) or JSON", "content": {
+    "text/html": {"schema": {"type": "string"}}, JSON: {"schema": {"type": "object"}}}}
+TOKEN = [query("token", {"type": "string"}, "the signed token from the email's link", required=True)]
+OPERATIONS.update({
+    ("post", E): op("Queue an email (stored before 2xx; 200 when suppressed, 202 when queued)", "email",
+                    OBJ, security=BEARER, body={"type": "object", "required": ["user_id", "type"],
+                                                "additionalProperties": False, "properties": {
+                                                    "user_id": {"type": "string", "minLength": 1, "maxLength": 128},
+                                                    "type": {"type": "string"}, "data": {"type": "object"},
+                                                    "idempotency_key": {"type": "string"}}}),
+    ("post", E + "/events"): op("Delivery event from the provider (Svix-signed)", "email", OBJ,
+                                body={"type": "object", "required": ["type", "data"]},
+                                security=[{"svixSignature": []}]),
+    ("get", E + "/{id}"): op("One email and its history", "email", OBJ, security=BEARER, params=[
+        {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}]),
+    ("get", E + "/unsubscribe"): op("The unsubscribe page", "email", PAGE, params=TOKEN),
+    ("post", E + "/unsubscribe"): op("One-click unsubscribe (RFC 8058) or the page's choices", "email", PAGE,
+                                     params=TOKEN),
+})
+OPERATIONS[("post", E)]["responses"]["202"] = OBJ
+OPERATIONS[("post", E + "/unsubscribe")]["requestBody"] = {"content": {"application/x-www-form-urlencoded": {
+    "schema": {"type": "object", "properties": {"List-Unsubscribe": {"const": "One-Click"},
+                                                "action": {"enum": ["unsubscribe", "save"]}}}}}}
+COMPONENTS["securitySchemes"]["svixSignature"] = {"type": "apiKey", "in": "header", "name": "svix-signature"}
 COMPONENTS["securitySchemes"]["segmentWriteKey"] = {"type": "http", "scheme": "basic",
                                                     "description": "ANALYTICS_WRITE_KEY as the user name"}
 
