@@ -5,6 +5,7 @@ import base64
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,16 @@ async def test_no_password_configured_means_tokens_only(service):
 async def test_dashboard_renders_in_headless_chromium(start_service):
     service = await start_service(extra_plugins=(TroublePlugin(),), DASHBOARD_PASSWORD="pw-chromium")
     await service.deliver(make_event("customer.created", {"id": "cus_dash", "object": "customer"}))
+    now = time.time()
+    for i, (tier, amount) in enumerate((("pro", 2900), ("pro", 2900), ("starter", 900), ("expert", 99000))):
+        await service.db.execute(
+            "INSERT INTO subscriptions (id, status, tier, amount, currency, billing_interval, updated_at) "
+            "VALUES (%s, 'active', %s, %s, 'usd', %s, %s)",
+            (f"sub_dash{i}", tier, amount, "year" if tier == "expert" else "month", now))
+    for i, name in enumerate(["page_viewed"] * 5 + ["lesson_started"] * 3 + ["workshop_completed"]):
+        await service.db.execute(
+            "INSERT INTO analytics_events (message_id, endpoint, event, ts, received_at, properties, context, "
+            "source) VALUES (%s, 'track', %s, %s, %s, '{}', '{}', 'test')", (f"m-dash-{i}", name, now, now))
     for i in range(40):
         await service.client.get("/test/slow", params={"s": "0.002"})
         if i % 8 == 0:
