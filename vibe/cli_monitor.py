@@ -84,13 +84,14 @@ def render(console: Console, view: dict[str, Any]) -> None:
     if view["http"] == 0:
         console.print(f"System: [red]unreachable[/] ({view['error']})")
         return
-    db = doc.get("database", {})
+    db, pool = doc.get("database", {}), doc.get("pool", {})
     queues = ", ".join(f"{k} {v}" for k, v in doc.get("queues", {}).items()) or "none"
     breakers = ", ".join(f"{k} {b['state']}" for k, b in doc.get("circuit_breakers", {}).items()) or "none"
     console.print(f"System: [{STYLE[view['status']]}]{view['status']}[/] (HTTP {view['http']}, {view['latency_ms']} ms) · "
                   f"version {doc.get('version')} · up {doc.get('uptime_seconds')} s")
     console.print(f"Database: {db.get('dialect')} {'reachable' if db.get('reachable') else 'UNREACHABLE'}"
-                  f"{' ' + str(db.get('round_trip_ms')) + ' ms' if db.get('reachable') else ''} · pool {doc.get('pool')}")
+                  f"{' ' + str(db.get('round_trip_ms')) + ' ms' if db.get('reachable') else ''} · pool "
+                  f"{pool.get('in_use')}/{pool.get('size')} in use, {pool.get('waiting')} waiting")
     console.print(f"Queues: {queues}")
     console.print(f"Circuit breakers: {breakers}")
 

@@ -48,10 +48,13 @@ async def stripe_probe(app: web.Application) -> dict[str, Any]:
     )
     counts = {"pending": 0, "failed": 0, "waiting": 0, "dead": 0}
     counts.update({r["status"]: int(r["n"]) for r in rows})
-    return {"status": "degraded" if counts["dead"] else "healthy", "events": counts,
+    out = {"status": "degraded" if counts["dead"] else "healthy", "events": counts,
             "processed": app[DISPATCHER].processed,
             "queues": {"stripe_pending": counts["pending"] + counts["failed"] + counts["waiting"],
                        "stripe_dead": counts["dead"], "stripe_inbox_batcher": app[STRIPE_INBOX].depth}}
+    if counts["dead"]:
+        out["error"] = f"{counts['dead']} dead event(s): python run.py events list --status dead"
+    return out
 
 
 def breaker_states(app: web.Application) -> dict[str, dict]:
