@@ -156,3 +156,18 @@ async def test_health_reports_database_and_queue(service):
     body = await resp.json()
     assert body["status"] == "healthy" and body["database"]["reachable"] is True
     assert body["stripe_events"] == {"pending": 0, "failed": 0, "waiting": 0, "dead": 0}
+
+
+async def test_deeply_nested_signed_body_is_400_not_500(service):
+    body = b'{"id": "evt_deep", "type": "customer.created", "created": 1, "data": {"object": ' + b"[" * 100000 + b"]" * 100000 + b"}}"
+    resp = await service.post_event(body)
+    assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_json"
+    assert await count_events(service) == 0
+
+
+async def test_health_probes_are_never_rate_limited(start_service):
+    service = await start_service(RATE_LIMIT_ANONYMOUS="2")
+    for _ in range(6):
+        assert (await service.client.get("/health")).status == 200
+    statuses = [(await service.client.get("/functions/v1/user-management")).status for _ in range(4)]
+    assert 429 in statuses  # the same client is limited elsewhere

@@ -60,6 +60,8 @@ def parse_event(body: bytes, settings: Settings, received_at: float | None = Non
         event = json.loads(body)
     except (UnicodeDecodeError, ValueError):
         raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "The body is nested too deeply.") from None
     if not isinstance(event, dict):
         raise _invalid("The body must be a JSON object (a Stripe event).")
     problems = []

@@ -212,9 +212,23 @@ def _signature_failed(response: web.StreamResponse) -> bool:
     return code in SIGNATURE_CODES
 
 
+def _is_probe(path: str) -> bool:
+    """Health and metrics probes: what monitors and load balancers poll, most of all when the
+    service is under load and the adaptive limits shrink. Throttling them would make an
+    overloaded service look dead."""
+    return path in ("/health", "/metrics") or (path.startswith("/functions/v1/") and path.endswith("/health"))
+
+
 @web.middleware
 async def ratelimit_middleware(request: web.Request, handler):
     limiter = request.app[RATE_LIMITER]
+    if _is_probe(request.path):  # answered always, with the caller's headers, costing nothing
+        key, tier = await _subject(request)
+        decision = limiter.peek(key, tier)
+        response = await handler(request)
+        if not response.prepared:
+            response.headers.update(decision.headers())
+        return response
     if request.path == WEBHOOK_PATH:
         source = f"ip:{client_ip(request, request.app[TRUSTED_NETS])}"
         response = await handler(request)
