@@ -212,6 +212,11 @@ class Settings:
     query_cache_seconds: float = 300.0
     cache_fence_seconds: float = 0.5
 
+    # -- HTTP server limits (issue 7)
+    http_keepalive_seconds: float = 30.0
+    http_max_header_bytes: int = 8190
+    http_max_headers: int = 64
+
     @property
     def dialect(self) -> str:
         return "sqlite" if self.database_url.startswith("sqlite:") else "postgresql"
@@ -300,6 +305,10 @@ class Settings:
             query_cache_mb=_float(env, "QUERY_CACHE_MB", 15.0, minimum=0.01),
             query_cache_seconds=_float(env, "QUERY_CACHE_SECONDS", 300.0, minimum=0.01),
             cache_fence_seconds=_float(env, "CACHE_FENCE_SECONDS", 0.5),
+            # -- HTTP server limits (issue 7)
+            http_keepalive_seconds=_float(env, "HTTP_KEEPALIVE_SECONDS", 30.0, minimum=0.1),
+            http_max_header_bytes=_int(env, "HTTP_MAX_HEADER_BYTES", 8190, minimum=1024),
+            http_max_headers=_int(env, "HTTP_MAX_HEADERS", 64, minimum=16),
         )
 
 
