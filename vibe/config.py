@@ -17,6 +17,8 @@ LIVEMODES = ("any", "live", "test")
 ENVIRONMENTS = ("development", "test", "production")
 # -- users, rate limits and caches (issue 3)
 DEFAULT_RATE_LIMITS = {"free": 100, "starter": 300, "pro": 1000, "expert": 5000, "admin": 10000}
+# -- email (issue 5)
+EMAIL_BACKENDS = ("outbox", "resend", "smtp")
 
 
 class ConfigError(ValueError):
@@ -133,6 +135,48 @@ def _database_url(env: Mapping[str, str], data_dir: Path) -> str:
     )
 
 
+# -- email (issue 5)
+def _email_settings(env: Mapping[str, str]) -> dict:
+    smtp = _str(env, "EMAIL_SMTP_URL")
+    if smtp and not smtp.startswith(("smtp://", "smtps://")):
+        raise ConfigError("EMAIL_SMTP_URL: expected smtp://[user:password@]host[:port] or smtps://...")
+    backend = _choice(env, "EMAIL_BACKEND", "outbox", EMAIL_BACKENDS)
+    if backend == "smtp" and not smtp:
+        raise ConfigError("EMAIL_SMTP_URL: required when EMAIL_BACKEND=smtp")
+    if backend == "resend" and not (_str(env, "EMAIL_SERVICE_URL") and _str(env, "EMAIL_SERVICE_KEY")):
+        raise ConfigError("EMAIL_SERVICE_KEY: EMAIL_SERVICE_URL and EMAIL_SERVICE_KEY are required when EMAIL_BACKEND=resend")
+    public = _str(env, "PUBLIC_URL", "http://127.0.0.1:8080").rstrip("/") or "http://127.0.0.1:8080"
+    if not public.startswith(("http://", "https://")):
+        raise ConfigError(f"PUBLIC_URL: expected http(s)://host[/path], got {public!r}")
+    sender = _str(env, "EMAIL_FROM", "Vibe Coding Bible <no-reply@localhost>")
+    if "@" not in sender:
+        raise ConfigError(f"EMAIL_FROM: expected an address such as 'Vibe <no-reply@example.com>', got {sender!r}")
+    return dict(
+        public_url=public,
+        email_backend=backend,
+        email_from=sender,
+        email_smtp_url=smtp,
+        email_webhook_secret=_str(env, "EMAIL_WEBHOOK_SECRET"),
+        email_webhook_tolerance=_int(env, "EMAIL_WEBHOOK_TOLERANCE", 300, minimum=1),
+        email_unsubscribe_secret=_str(env, "EMAIL_UNSUBSCRIBE_SECRET"),
+        email_unsubscribe_ttl_days=_int(env, "EMAIL_UNSUBSCRIBE_TTL_DAYS", 60, minimum=1),
+        email_unsubscribe_mailto=_str(env, "EMAIL_UNSUBSCRIBE_MAILTO"),
+        email_max_attempts=_int(env, "EMAIL_MAX_ATTEMPTS", 8, minimum=1),
+        email_retry_base_seconds=_float(env, "EMAIL_RETRY_BASE_SECONDS", 2.0),
+        email_retry_max_seconds=_float(env, "EMAIL_RETRY_MAX_SECONDS", 3600.0),
+        email_concurrency=_int(env, "EMAIL_CONCURRENCY", 8, minimum=1),
+        email_poll_seconds=_float(env, "EMAIL_POLL_SECONDS", 1.0, minimum=0.01),
+        email_send_timeout_seconds=_float(env, "EMAIL_SEND_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+        email_lease_seconds=_float(env, "EMAIL_SENDING_LEASE_SECONDS", 300.0, minimum=1.0),
+        email_breaker_threshold=_int(env, "EMAIL_BREAKER_THRESHOLD", 5, minimum=1),
+        email_breaker_reset_seconds=_float(env, "EMAIL_BREAKER_RESET_SECONDS", 30.0, minimum=0.01),
+        email_worker=_bool(env, "VIBE_EMAIL_WORKER", True),
+        email_scheduler=_bool(env, "VIBE_EMAIL_SCHEDULER", True),
+        email_schedule_seconds=_float(env, "EMAIL_SCHEDULE_SECONDS", 3600.0, minimum=0.05),
+        email_expiring_days=_int(env, "EMAIL_EXPIRING_DAYS", 3, minimum=1),
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     env: str = "development"
@@ -182,6 +226,29 @@ class Settings:
     analytics_refresh_seconds: float = 300.0
     analytics_cache_ttl: float = 60.0
     analytics_erasure_poll_seconds: float = 1.0
+    # -- email (issue 5)
+    public_url: str = "http://127.0.0.1:8080"
+    email_backend: str = "outbox"
+    email_from: str = "Vibe Coding Bible <no-reply@localhost>"
+    email_smtp_url: str = ""
+    email_webhook_secret: str = ""
+    email_webhook_tolerance: int = 300
+    email_unsubscribe_secret: str = ""
+    email_unsubscribe_ttl_days: int = 60
+    email_unsubscribe_mailto: str = ""
+    email_max_attempts: int = 8
+    email_retry_base_seconds: float = 2.0
+    email_retry_max_seconds: float = 3600.0
+    email_concurrency: int = 8
+    email_poll_seconds: float = 1.0
+    email_send_timeout_seconds: float = 30.0
+    email_lease_seconds: float = 300.0
+    email_breaker_threshold: int = 5
+    email_breaker_reset_seconds: float = 30.0
+    email_worker: bool = True
+    email_scheduler: bool = True
+    email_schedule_seconds: float = 3600.0
+    email_expiring_days: int = 3
 
     plugin_dirs: tuple[str, ...] = ()
     disabled_plugins: tuple[str, ...] = ()
@@ -278,6 +345,7 @@ class Settings:
             analytics_refresh_seconds=_float(env, "ANALYTICS_REFRESH_SECONDS", 300.0, minimum=1.0),
             analytics_cache_ttl=_float(env, "ANALYTICS_CACHE_TTL", 60.0),
             analytics_erasure_poll_seconds=_float(env, "ANALYTICS_ERASURE_POLL_SECONDS", 1.0, minimum=0.05),
+            **_email_settings(env),
             plugin_dirs=_list(env, "VIBE_PLUGINS_DIRS", os.pathsep),
             disabled_plugins=_list(env, "VIBE_DISABLE_PLUGINS"),
             log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),

@@ -33,7 +33,22 @@ class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached or refused the work for a transient reason."""
 
 
-class Transaction(abc.ABC):
+class _Reads:
+    """fetchone and fetchval, from the class's fetchall."""
+
+    async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def fetchone(self, sql: str, params: Params = None) -> dict[str, Any] | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, params: Params = None) -> Any:
+        row = await self.fetchone(sql, params)
+        return None if row is None else next(iter(row.values()))
+
+
+class Transaction(_Reads, abc.ABC):
     """A connection inside BEGIN ... COMMIT.
 
     `defer(sql, params)` queues a write whose result nobody needs; it is sent together with the
@@ -69,14 +84,6 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None: ...
 
-    async def fetchone(self, sql: str, params: Params = None) -> dict[str, Any] | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
-
-    async def fetchval(self, sql: str, params: Params = None) -> Any:
-        row = await self.fetchone(sql, params)
-        return None if row is None else next(iter(row.values()))
-
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator["Transaction"]:
         """A nested unit: on an exception, what it did is undone and the exception goes on."""
@@ -97,7 +104,7 @@ class Transaction(abc.ABC):
             self.defer(f"RELEASE SAVEPOINT {name}")
 
 
-class Database(abc.ABC):
+class Database(_Reads, abc.ABC):
     """A pool of connections to one database."""
 
     dialect: str
@@ -126,14 +133,6 @@ class Database(abc.ABC):
     async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
         async with self.transaction() as tx:
             return await tx.fetchall(sql, params)
-
-    async def fetchone(self, sql: str, params: Params = None) -> dict[str, Any] | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
-
-    async def fetchval(self, sql: str, params: Params = None) -> Any:
-        row = await self.fetchone(sql, params)
-        return None if row is None else next(iter(row.values()))
 
     async def ping(self) -> float:
         """Round trip of a trivial query, in seconds; raises DatabaseUnavailable."""

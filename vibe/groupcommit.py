@@ -56,10 +56,18 @@ class GroupCommitter(Generic[T, R]):
         if len(self._tasks) < self.concurrency:
             task = asyncio.create_task(self._run(), name=self.name)
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
         return await future
 
     async def _run(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            # Leave the set in the same step as the last look at the queue: a done-callback would
+            # run later, and a submit in between (say, the waiter just answered submitting again)
+            # would count this finished task as running and wait forever.
+            self._tasks.discard(asyncio.current_task())
+
+    async def _drain(self) -> None:
         while self._queue:
             if self.max_wait and self.pending < self.max_batch:
                 await asyncio.sleep(self.max_wait)

@@ -51,3 +51,21 @@ SESSION = web.RequestKey("session", "Session")
 
 # -- analytics (issue 4)
 ANALYTICS = web.AppKey("analytics", "AnalyticsState")
+
+# -- email (issue 5)
+import jinja2  # noqa: E402
+
+if TYPE_CHECKING:
+    from .email_schedule import EmailScheduler
+    from .email_templates import EmailRenderer
+    from .email_worker import EmailWorker
+    from .resilience import BreakerRegistry
+    from .unsubscribe import UnsubscribeLinks
+
+BREAKERS = web.AppKey("breakers", "BreakerRegistry")  # every circuit breaker, by name (/health, /metrics)
+EMAIL_RENDERER = web.AppKey("email_renderer", "EmailRenderer")
+EMAIL_QUEUE = web.AppKey("email_queue", "GroupCommitter")
+EMAIL_WORKER = web.AppKey("email_worker", "EmailWorker")
+EMAIL_SCHEDULER = web.AppKey("email_scheduler", "EmailScheduler")
+EMAIL_UNSUBSCRIBE = web.AppKey("email_unsubscribe", "UnsubscribeLinks")
+EMAIL_PAGES = web.AppKey("email_pages", jinja2.Environment)  # aiohttp-jinja2 environment for templates/pages

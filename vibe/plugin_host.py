@@ -18,7 +18,8 @@ from .resources import PLUGINS_DIR
 log = logging.getLogger(__name__)
 
 # vibe's own modules that implement hooks (CLI commands); loaded like any other plugin.
-BUILTIN_MODULES = ("vibe.cli_events", "vibe.cli_users", "vibe.cli_stripe", "vibe.cli_analytics")
+BUILTIN_MODULES = ("vibe.cli_events", "vibe.cli_users", "vibe.cli_stripe", "vibe.cli_analytics",
+                   "vibe.cli_email")
 
 
 class PluginError(RuntimeError):

@@ -1,0 +1,29 @@
+"""A third-party email template plugin: a reminder about a live course session.
+
+Load it with `VIBE_PLUGINS_DIRS=examples/email_plugin` and preview it with
+
+    VIBE_PLUGINS_DIRS=examples/email_plugin python run.py email preview course_reminder
+
+Queue one with POST /functions/v1/email-notifications {"type": "course_reminder", ...}. Its files
+live in `templates/` beside this module and extend the service's shared layout.
+"""
+
+from pathlib import Path
+
+from vibe.email_templates import EmailTemplate
+from vibe.hookspecs import hookimpl
+
+
+@hookimpl
+def register_email_templates(settings):
+    return [
+        EmailTemplate(
+            name="course_reminder", category="engagement",
+            required={"session_title": str, "starts_at": (int, float)},
+            optional={"join_url": str},
+            description="A live session the learner booked starts soon.",
+            sample={"session_title": "Live build: a SaaS in an afternoon", "starts_at": 1764777600,
+                    "join_url": "https://meet.example.com/vibe-live"},
+            directory=Path(__file__).parent / "templates",
+        ),
+    ]

@@ -1,0 +1,28 @@
+"""Account mail: the welcome email, queued when a profile is created."""
+
+from vibe.email_queue import enqueue_for
+from vibe.email_templates import EmailTemplate
+from vibe.hookspecs import hookimpl
+
+
+@hookimpl
+def register_email_templates():
+    return [
+        EmailTemplate(
+            name="welcome", category="transactional", description="Sent once when an account is created.",
+            optional={"start_path": str, "referral_code": str},
+            sample={"start_path": "/workshops/intro", "referral_code": "VIBE1A2B3C4D"},
+            prepare=_welcome_data,
+        ),
+    ]
+
+
+async def _welcome_data(tx, profile, data, now):
+    if "referral_code" not in data and profile.get("referral_code"):
+        data["referral_code"] = profile["referral_code"]
+    return data
+
+
+@hookimpl
+async def user_created(ctx, user):
+    await enqueue_for(ctx, user["id"], "welcome", {}, f"welcome:{user['id']}")

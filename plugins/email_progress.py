@@ -1,0 +1,70 @@
+"""Learning mail: workshop completions, achievements, and the weekly progress report."""
+
+import datetime
+
+from vibe.email_queue import enqueue_for
+from vibe.email_templates import EmailTemplate
+from vibe.hookspecs import hookimpl
+
+
+@hookimpl
+def register_email_templates():
+    return [
+        EmailTemplate(
+            name="workshop_completion", category="engagement", required={"workshop_id": (str, int)},
+            optional={"workshop_title": str, "next_workshop_title": str},
+            description="A learner completed a workshop.",
+            sample={"workshop_id": "prompting-101", "workshop_title": "Prompting 101",
+                    "next_workshop_title": "Agents in practice"},
+        ),
+        EmailTemplate(
+            name="achievement", category="engagement", required={"achievement": dict},
+            description="A learner unlocked an achievement (`achievement`: key, name, description?).",
+            sample={"achievement": {"key": "first_workshop", "name": "First steps",
+                                    "description": "You completed your first workshop."}},
+        ),
+        EmailTemplate(
+            name="weekly_progress", category="engagement",
+            optional={"week": str, "workshops_completed": int, "items_completed": int, "achievements_unlocked": int,
+                      "highlights": list},
+            description="Once per ISO week to each active learner; computed when no data is given.",
+            sample={"week": "2026-W48", "workshops_completed": 2, "achievements_unlocked": 1,
+                    "highlights": ["Prompting 101", "First steps"]},
+            prepare=weekly_report,
+        ),
+    ]
+
+
+async def weekly_report(tx, profile, data, now):
+    """The last seven days from user management's tables: items completed, achievements unlocked."""
+    if data:
+        return data
+    since = now - 7 * 86400
+    done = await tx.fetchall(
+        "SELECT resource_type, resource_id FROM user_progress WHERE user_id = %s AND status = 'completed' "
+        "AND completed_at >= %s ORDER BY completed_at", (profile["id"], since),
+    )
+    unlocked = await tx.fetchall(
+        "SELECT a.name FROM user_achievements u JOIN achievements a ON a.key = u.achievement_key "
+        "WHERE u.user_id = %s AND u.unlocked_at >= %s ORDER BY u.unlocked_at", (profile["id"], since),
+    )
+    workshops = [r["resource_id"] for r in done if r["resource_type"] == "workshop"]
+    year, week, _ = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isocalendar()
+    return {"week": f"{year}-W{week:02d}", "workshops_completed": len(workshops),
+            "items_completed": len(done), "achievements_unlocked": len(unlocked),
+            "highlights": (workshops + [r["name"] for r in unlocked])[:10]}
+
+
+@hookimpl
+async def workshop_completed(ctx, user_id, workshop_id, item):
+    data = {"workshop_id": workshop_id}
+    title = (item or {}).get("title") if isinstance(item, dict) else None
+    if title:
+        data["workshop_title"] = str(title)
+    await enqueue_for(ctx, user_id, "workshop_completion", data, f"workshop_completion:{user_id}:{workshop_id}")
+
+
+@hookimpl
+async def achievement_unlocked(ctx, user_id, achievement):
+    data = {"achievement": {k: achievement[k] for k in ("key", "name", "description") if achievement.get(k)}}
+    await enqueue_for(ctx, user_id, "achievement", data, f"achievement:{user_id}:{achievement['key']}")

@@ -1,0 +1,63 @@
+"""The worker's life cycle: it drains in-flight sends on shutdown, takes over messages whose
+sender died mid-send, and configuration mistakes are one clear line at start-up."""
+
+import time
+
+import pytest
+
+from email_support import add_profile, fake_resend, queue, resend_env, start_email, wait_status  # noqa: F401
+from vibe.config import ConfigError, Settings
+from vibe.database import create_database
+
+
+async def test_shutdown_waits_for_sends_in_flight_and_records_them(start_email, fake_resend):
+    service = await start_email(**resend_env(fake_resend))
+    fake_resend.delay = 0.5
+    user = await add_profile(service.db)
+    ids = [(await (await queue(service, user, "welcome", key=f"d{i}")).json())["id"] for i in range(3)]
+
+    async def in_flight():
+        return len(fake_resend.requests) == 3
+
+    from conftest import wait_until
+
+    await wait_until(in_flight)
+    await service.client.close()  # runs the cleanup contexts while the three sends are out
+    db = create_database(service.settings)
+    await db.open()
+    try:
+        rows = await db.fetchall("SELECT id, status, provider_id FROM email_messages ORDER BY id")
+    finally:
+        await db.close()
+    assert [r["id"] for r in rows] == ids
+    assert {r["status"] for r in rows} == {"sent"} and all(r["provider_id"] for r in rows)
+
+
+async def test_a_message_whose_sender_died_mid_send_is_taken_over(start_email):
+    service = await start_email(EMAIL_SENDING_LEASE_SECONDS="60")
+    user = await add_profile(service.db)
+    for key, claimed in (("stale", time.time() - 120), ("fresh", time.time())):
+        await service.db.execute(
+            "INSERT INTO email_messages (idempotency_key, user_id, recipient, type, category, data, status, "
+            "attempts, next_attempt_at, claimed_at, message_id, created_at, updated_at) "
+            "VALUES (%s, %s, %s, 'welcome', 'transactional', '{}', 'sending', 0, %s, %s, %s, %s, %s)",
+            (key, user, f"{user}@example.com", claimed, claimed, f"<{key}@localhost>", claimed, claimed),
+        )
+    stale = await service.db.fetchval("SELECT id FROM email_messages WHERE idempotency_key = 'stale'")
+    row = await wait_status(service, stale, "sent")
+    assert row["status"] == "sent"
+    assert await service.db.fetchval("SELECT status FROM email_messages WHERE idempotency_key = 'fresh'") == "sending"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"EMAIL_BACKEND": "carrier-pigeon"}, "EMAIL_BACKEND"),
+    ({"EMAIL_BACKEND": "smtp"}, "EMAIL_SMTP_URL: required"),
+    ({"EMAIL_SMTP_URL": "http://mail"}, "EMAIL_SMTP_URL"),
+    ({"EMAIL_BACKEND": "resend"}, "EMAIL_SERVICE_KEY"),
+    ({"PUBLIC_URL": "learn.example.com"}, "PUBLIC_URL"),
+    ({"EMAIL_FROM": "nobody"}, "EMAIL_FROM"),
+    ({"EMAIL_CONCURRENCY": "0"}, "EMAIL_CONCURRENCY"),
+])
+def test_configuration_mistakes_name_the_variable(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)

@@ -1,0 +1,175 @@
+"""The email queue's writes: queueing a message once per idempotency key, and status changes.
+
+Everything here takes an open transaction, so a domain hook queues mail in the transaction of
+the change that caused it (a payment, a new user): the mail is queued exactly when the change
+commits. Checks, in order: the type and its data, the recipient's address, the suppression
+list (blocks every category), and the user's preference for the category (engagement only:
+transactional mail is never blocked by an unsubscribe).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any, Mapping
+
+from .context import DomainContext
+from .database import Transaction
+from .email_templates import EmailTemplate, collect_templates
+
+log = logging.getLogger(__name__)
+
+SENDABLE = ("queued", "failed")
+FINAL = ("sent", "delivered", "bounced", "complained", "dead", "suppressed")
+
+
+class EmailRejected(Exception):
+    """The message cannot be queued: `code` and `status` say why (the API answers with them)."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def message_id_for(sender: str) -> str:
+    domain = sender.rsplit("@", 1)[-1].strip(" >") or "localhost"
+    return f"<{uuid.uuid4().hex}@{domain}>"
+
+
+def record_event(tx: Transaction, email_id: int, status: str, detail: str | None, now: float) -> None:
+    """Add a line to the message's history (deferred: it rides with the transaction's next statement)."""
+    tx.defer(
+        "INSERT INTO email_message_events (email_id, status, detail, at) VALUES (%s, %s, %s, %s)",
+        (email_id, status, detail, now),
+    )
+
+
+async def enqueue(tx: Transaction, templates: Mapping[str, EmailTemplate], *, user_id: str, type: str,
+                  data: Mapping[str, Any], idempotency_key: str, sender: str,
+                  now: float | None = None) -> tuple[dict[str, Any], bool]:
+    """Queue (or find) the message for `idempotency_key`; returns (row, created).
+
+    Raises EmailRejected for an unknown type, bad data, an unknown user or one without an
+    address, or a key already used for another user or type, always before writing anything:
+    a caller batching several requests in one transaction needs no savepoint per request.
+    """
+    now = time.time() if now is None else now
+    template = templates.get(type)
+    if template is None:
+        raise EmailRejected(400, "unknown_email_type", f"no email template named {type!r}",
+                            details={"known": sorted(templates)})
+    problems = template.validate(data)
+    if problems:
+        raise EmailRejected(400, "invalid_email_data", f"data does not fit the {type} template", details=problems)
+    # One round trip for the common case: the user, their address's suppression, their choice
+    # for the category, and whether this key was already used.
+    profile = await tx.fetchone(
+        "SELECT p.id, p.email, p.full_name, p.display_name, p.referral_code, s.reason AS suppressed, "
+        "c.subscribed, m.id AS existing FROM profiles p "
+        "LEFT JOIN email_suppressions s ON s.email = LOWER(p.email) "
+        "LEFT JOIN email_preferences c ON c.user_id = p.id AND c.category = %s "
+        "LEFT JOIN email_messages m ON m.idempotency_key = %s WHERE p.id = %s",
+        (template.category, idempotency_key, user_id),
+    )
+    if profile is None or profile["existing"] is not None:
+        existing = await tx.fetchone("SELECT * FROM email_messages WHERE idempotency_key = %s", (idempotency_key,))
+        if existing is not None:
+            return _same(existing, user_id, type), False
+    if profile is None:
+        raise EmailRejected(404, "user_not_found", f"no user {user_id}")
+    if not profile["email"]:
+        raise EmailRejected(422, "no_email_address", f"user {user_id} has no email address")
+    data = dict(data)
+    if template.prepare is not None:
+        data = await template.prepare(tx, profile, data, now)
+    status, detail = "queued", None
+    if profile["suppressed"]:
+        status, detail = "suppressed", f"address suppressed: {profile['suppressed']}"
+    elif template.category != "transactional" and profile["subscribed"] is not None and not profile["subscribed"]:
+        status, detail = "suppressed", f"unsubscribed from {template.category} mail"
+    row = {"idempotency_key": idempotency_key, "user_id": user_id, "recipient": profile["email"].lower(),
+           "type": type, "category": template.category, "data": json.dumps(data, sort_keys=True),
+           "status": status, "next_attempt_at": now if status == "queued" else None,
+           "message_id": message_id_for(sender), "created_at": now, "updated_at": now}
+    inserted = await tx.fetchall(
+        f"INSERT INTO email_messages ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))}) "
+        "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+        list(row.values()),
+    )
+    if not inserted:  # another transaction queued this key a moment ago
+        existing = await tx.fetchone("SELECT * FROM email_messages WHERE idempotency_key = %s", (idempotency_key,))
+        return _same(existing, user_id, type), False
+    row.update(id=inserted[0]["id"], attempts=0)
+    record_event(tx, row["id"], status, detail, now)
+    return row, True
+
+
+def _same(row: dict, user_id: str, type: str) -> dict:
+    if row["user_id"] != user_id or row["type"] != type:
+        raise EmailRejected(409, "idempotency_key_reused",
+                            "this idempotency key was already used for another user or email type")
+    return row
+
+
+async def enqueue_for(ctx: DomainContext, user_id: str | None, type: str, data: Mapping[str, Any],
+                      idempotency_key: str) -> dict[str, Any] | None:
+    """What a domain hook calls: queue in the hook's transaction, keyed by the cause.
+
+    A user who is unknown or has no address gets no mail (logged, the change still commits);
+    bad data is a bug in the calling plugin and raises, rolling the change back to be retried.
+    """
+    if not user_id:
+        return None
+    templates = collect_templates(ctx.pm, ctx.settings)
+    try:
+        row, _ = await enqueue(ctx.tx, templates, user_id=user_id, type=type, data=data,
+                               idempotency_key=idempotency_key, sender=ctx.settings.email_from, now=ctx.now)
+    except EmailRejected as exc:
+        if exc.code in ("user_not_found", "no_email_address"):
+            log.info("email %s (%s) not queued: %s", type, idempotency_key, exc.message)
+            return None
+        raise
+    return row
+
+
+async def set_status(tx: Transaction, email_id: int, status: str, now: float, *, detail: str | None = None,
+                     **fields: Any) -> None:
+    """Change a message's status (and other columns) and record the change in its history."""
+    assignments = "".join(f", {name} = %s" for name in fields)
+    await tx.execute(
+        f"UPDATE email_messages SET status = %s, updated_at = %s{assignments} WHERE id = %s",
+        (status, now, *fields.values(), email_id),
+    )
+    record_event(tx, email_id, status, detail, now)
+
+
+async def suppress(tx: Transaction, address: str, reason: str, source: str, now: float) -> bool:
+    rows = await tx.fetchall(
+        "INSERT INTO email_suppressions (email, reason, source, created_at) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (email) DO NOTHING RETURNING email",
+        (address.lower(), reason, source, now),
+    )
+    return bool(rows)
+
+
+async def set_preference(tx: Transaction, user_id: str, category: str, subscribed: bool, source: str,
+                         now: float) -> None:
+    await tx.execute(
+        "INSERT INTO email_preferences (user_id, category, subscribed, source, updated_at) "
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id, category) DO UPDATE SET "
+        "subscribed = excluded.subscribed, source = excluded.source, updated_at = excluded.updated_at",
+        (user_id, category, subscribed, source, now),
+    )
+
+
+async def message_with_history(db, email_id: int) -> dict[str, Any] | None:
+    row = await db.fetchone("SELECT * FROM email_messages WHERE id = %s", (email_id,))
+    if row is None:
+        return None
+    row["data"] = json.loads(row["data"])
+    row["history"] = await db.fetchall(
+        "SELECT status, detail, at FROM email_message_events WHERE email_id = %s ORDER BY id", (email_id,)
+    )
+    return row

@@ -1,0 +1,91 @@
+"""The email function assembled: `setup(app)` adds its state, resources and routes.
+
+Resources, each one cleanup_ctx generator: the queueing group committer; the worker (with its
+sender and circuit breaker), which drains in-flight sends on shutdown; the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from . import email_api, unsubscribe
+from .email_schedule import EmailScheduler
+from .email_senders import create_sender
+from .email_templates import EmailRenderer, collect_templates
+from .email_worker import EmailWorker
+from .groupcommit import GroupCommitter
+from .keys import (BREAKERS, DB, EMAIL_PAGES, EMAIL_QUEUE, EMAIL_RENDERER, EMAIL_SCHEDULER, EMAIL_UNSUBSCRIBE,
+                   EMAIL_WORKER, HTTP_SESSION, PLUGINS, SETTINGS)
+from .resilience import BreakerRegistry
+from .resources import TEMPLATES_DIR
+
+log = logging.getLogger(__name__)
+
+
+async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[EMAIL_QUEUE] = GroupCommitter(
+        app[DB], email_api.make_flush(app[EMAIL_RENDERER].templates, settings.email_from), max_batch=200,
+        concurrency=4 if settings.dialect == "postgresql" else 1, name="email-queue",
+    )
+    try:
+        yield
+    finally:
+        await app[EMAIL_QUEUE].close()
+
+
+async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    sender = create_sender(settings, lambda: app[HTTP_SESSION])
+    breaker = app[BREAKERS].get(f"email:{sender.name}", failure_threshold=settings.email_breaker_threshold,
+                                reset_timeout=settings.email_breaker_reset_seconds)
+    worker = EmailWorker(app[DB], settings, app[EMAIL_RENDERER], sender, breaker, app[EMAIL_UNSUBSCRIBE])
+    app[EMAIL_WORKER] = worker
+    task = asyncio.create_task(worker.run(), name="email-worker") if settings.email_worker else None
+    try:
+        yield
+    finally:
+        worker.stop()
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, timeout=settings.email_send_timeout_seconds + 30)
+            except asyncio.TimeoutError:
+                log.error("email worker did not finish its sends in time; they are retried after the lease")
+        await sender.close()
+
+
+async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    worker = app.get(EMAIL_WORKER)
+    scheduler = EmailScheduler(app[DB], app[EMAIL_RENDERER].templates, settings,
+                               on_queued=worker.wake if worker else None)
+    app[EMAIL_SCHEDULER] = scheduler
+    task = asyncio.create_task(scheduler.run(), name="email-scheduler") if settings.email_scheduler else None
+    try:
+        yield
+    finally:
+        scheduler.stop()
+        if task is not None:
+            await asyncio.wait_for(task, timeout=60)
+
+
+def setup(app: web.Application) -> None:
+    """Collect the templates (a duplicate is a start-up error), then add resources and routes."""
+    settings = app[SETTINGS]
+    app[EMAIL_RENDERER] = EmailRenderer(collect_templates(app[PLUGINS], settings), settings)
+    app[EMAIL_UNSUBSCRIBE] = unsubscribe.UnsubscribeLinks(settings, unsubscribe.unsubscribe_key(settings))
+    if BREAKERS not in app:
+        app[BREAKERS] = BreakerRegistry()
+    aiohttp_jinja2.setup(app, app_key=EMAIL_PAGES, autoescape=True,
+                         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR / "pages")))
+    app.cleanup_ctx.append(queue_ctx)
+    app.cleanup_ctx.append(worker_ctx)
+    app.cleanup_ctx.append(scheduler_ctx)
+    email_api.setup_routes(app)
+    unsubscribe.setup_routes(app)
