@@ -37,8 +37,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The project root, not bench/, first on the path: bench/email.py would shadow the stdlib's email.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import aiohttp  # noqa: E402
 
 from bench.harness import ROOT, describe_machine, free_port, fresh_database  # noqa: E402
 from bench.soak_mix import Mix  # noqa: E402
@@ -56,31 +58,34 @@ def rss_mb(pid: int) -> float:
 
 @contextlib.asynccontextmanager
 async def servers(env: dict[str, str], count: int):
-    """`count` serve processes on one database; yields [(base_url, pid)]."""
+    """`count` serve processes on one database, started one after the other (the first applies
+    the migrations); yields [(base_url, pid)]."""
     procs, bases = [], []
     full_env = {"PATH": os.environ.get("PATH", ""), "LOG_LEVEL": "warning", **env}
     try:
-        for _ in range(count):
-            port = free_port()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(ROOT / "run.py"), "serve", "--port", str(port), env=full_env, cwd=str(ROOT),
-                stderr=asyncio.subprocess.DEVNULL)
-            procs.append(proc)
-            bases.append(f"http://127.0.0.1:{port}")
         async with aiohttp.ClientSession() as session:
-            for base in bases:
+            for _ in range(count):
+                port = free_port()
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, str(ROOT / "run.py"), "serve", "--port", str(port), env=full_env,
+                    cwd=str(ROOT), stderr=asyncio.subprocess.DEVNULL)
+                procs.append(proc)
+                bases.append(f"http://127.0.0.1:{port}")
                 for _ in range(600):
+                    if proc.returncode is not None:
+                        raise RuntimeError(f"serve on {bases[-1]} exited with {proc.returncode}")
                     with contextlib.suppress(aiohttp.ClientError):
-                        async with session.get(base + "/health") as resp:
+                        async with session.get(bases[-1] + "/health") as resp:
                             if resp.status == 200:
                                 break
                     await asyncio.sleep(0.05)
                 else:
-                    raise RuntimeError(f"{base} did not start")
+                    raise RuntimeError(f"{bases[-1]} did not start")
         yield list(zip(bases, (p.pid for p in procs)))
     finally:
         for proc in procs:
-            proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
         for proc in procs:
             await proc.wait()
 

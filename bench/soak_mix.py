@@ -205,5 +205,7 @@ class Mix:
         statuses = collections.Counter(r["status"] for r in mine)
         outbox = Path(self.outbox_dir) if getattr(self, "outbox_dir", None) else None
         files = len(list(outbox.glob("*.eml"))) if outbox and outbox.exists() else None
-        print(f"audit: emails acknowledged {len(self.acked_emails)}, stored {len(mine)}, statuses {dict(statuses)}, "
-              f"all messages {len(rows)}, .eml files {files}", flush=True)
+        every = collections.Counter(r["status"] for r in rows)
+        print(f"audit: emails requested and acknowledged {len(self.acked_emails)}, stored {len(mine)}, statuses "
+              f"{dict(statuses)}; all messages (welcome and receipts included) {len(rows)} {dict(every)}, "
+              f".eml files in the outbox {files}", flush=True)
