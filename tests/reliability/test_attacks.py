@@ -1,18 +1,21 @@
 """What attackers try, each answered with the right 4xx, leaving no trace in the data."""
 
 import base64
+import email
+import email.policy
 import io
 import json
 import time
 import uuid
 import warnings
+from pathlib import Path
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import tokens
-from conftest import SECRET, make_event
+from conftest import SECRET, make_event, wait_until
 from vibe import stripe_signature
 
 pytestmark = pytest.mark.reliability
@@ -267,3 +270,40 @@ async def test_unicode_edge_cases_round_trip_or_are_refused_cleanly(service):
     lines = [json.loads(line) for line in (await resp.text()).splitlines() if line]
     got = next(e for e in lines if e["message_id"] == "uni-1")
     assert got["event"] == "Leçon terminée ✓" and got["properties"] == event["properties"]
+
+
+async def test_template_syntax_in_names_renders_literally_in_mail(start_service):
+    service = await start_service(ANALYTICS_WRITE_KEY=WRITE_KEY, EMAIL_POLL_SECONDS="0.05",
+                                  VIBE_EMAIL_SCHEDULER="false")
+    names = {
+        "{{7*7}}": "{{7*7}}",
+        "{%print(1)%}": "{%print(1)%}",
+        "{{config.items()}}": "{{config.items()}}",
+        "<script>alert(1)</script>": "<script>alert(1)</script>",
+        "Zoë👩🏽‍💻": "Zoë👩🏽‍💻",
+        "\u202eevil": "\u202eevil",
+    }
+    users = {}
+    for name in names:
+        user_id = str(uuid.uuid4())
+        status, body = await act(service, tokens.user_token(user_id, email=f"{user_id[:8]}@example.com"),
+                                 "create_profile", {"display_name": name})
+        assert status == 200, body
+        users[f"{user_id[:8]}@example.com"] = name
+
+    async def sent() -> bool:
+        return await service.db.fetchval("SELECT COUNT(*) FROM email_messages WHERE status = 'sent'") == len(names)
+
+    await wait_until(sent, 20)
+    folder = Path(service.settings.data_dir) / "outbox"
+    mails = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in folder.glob("*.eml")]
+    assert len(mails) == len(names)
+    for mail in mails:
+        name = users[mail["To"].addresses[0].addr_spec]
+        text = mail.get_body(("plain",)).get_content()
+        html = mail.get_body(("html",)).get_content()
+        assert f"Hi {name}," in text, (name, text[:200])
+        assert f", {name}!" in str(mail["Subject"])
+        assert "49" not in text and "<Config" not in text and "print(1)" not in html.replace(name, "")
+        if "<script>" in name:
+            assert "<script>" not in html and "&lt;script&gt;" in html  # escaped in HTML

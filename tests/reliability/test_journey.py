@@ -6,14 +6,17 @@ completed workshop, receive exactly the mails this deserves, pay the referrer ex
 commission, count each analytics step once; then cancel, and access closes.
 """
 
+import email
+import email.policy
 import random
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 import tokens
-from conftest import load_event
+from conftest import load_event, wait_until
 
 pytestmark = pytest.mark.reliability
 
@@ -57,7 +60,7 @@ async def track(service, token, endpoint, message_id, **fields):
 
 
 async def test_learner_journey_end_to_end(start_service, tmp_path):
-    service = await start_service()
+    service = await start_service(EMAIL_POLL_SECONDS="0.05", VIBE_EMAIL_SCHEDULER="false")
     referrer_id, learner_id = str(uuid.uuid4()), str(uuid.uuid4())
     referrer, learner = tokens.user_token(referrer_id), tokens.user_token(learner_id, email="ada@example.com")
 
@@ -142,6 +145,23 @@ async def test_learner_journey_end_to_end(start_service, tmp_path):
     assert sorted(_props(r)["action"] for r in rows) == ["canceled", "payment", "subscribed"]
     commissions = await service.db.fetchval("SELECT COUNT(*) FROM commissions WHERE referrer_id = %s", (referrer_id,))
     assert commissions == 1
+
+    # Exactly the mails deserved, each sent once: read the outbox (.eml files) when the queue is empty.
+    async def queue_empty() -> bool:
+        return not await service.db.fetchval(
+            "SELECT COUNT(*) FROM email_messages WHERE status IN ('queued', 'sending', 'failed')")
+
+    await wait_until(queue_empty, 20)
+    mails = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+             for p in sorted((Path(service.settings.data_dir) / "outbox").glob("*.eml"))]
+    to_learner = [m for m in mails if "ada@example.com" in m["To"]]
+    rows = await service.db.fetchall("SELECT user_id, type, status FROM email_messages ORDER BY id")
+    assert {r["status"] for r in rows} == {"sent"} and len(mails) == len(rows)
+    kinds = sorted(r["type"] for r in rows if r["user_id"] == learner_id)
+    assert kinds == ["achievement", "payment_confirmation", "welcome", "workshop_completion"], kinds
+    assert sorted(r["type"] for r in rows if r["user_id"] == referrer_id) == ["referral_commission", "welcome"]
+    assert len(to_learner) == 4
+    assert any("$20.00" in m.get_body(("plain",)).get_content() for m in to_learner)  # the receipt
 
 
 def _props(row) -> dict:
