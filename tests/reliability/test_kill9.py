@@ -1,24 +1,29 @@
 """kill -9 of `python run.py serve` during a flood: after a restart, every 2xx took effect once.
 
-The flood mixes signed Stripe events (a customer, then their invoice, each delivered twice) and
-analytics batches. The server is killed while requests are in flight, restarted on the same
+The flood mixes signed Stripe events (a customer, then their invoice, each delivered twice),
+analytics batches and email requests. The server is killed while requests are in flight, restarted on the same
 port, and the clients retry what was not acknowledged (and some of what was), as Stripe and
 the analytics SDKs do.
 """
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import aiohttp
 import pytest
 
-from conftest import load_event
+import tokens
+
+from conftest import load_event, wait_until
 from live import WRITE_KEY, LiveServer, signed
 from reliability_db import open_db, settle_stripe
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 BATCH = "/functions/v1/analytics-tracking/event"
+EMAIL = "/functions/v1/email-notifications"
+LEARNERS = [f"k9-learner-{i}" for i in range(8)]
 WEBHOOK = "/functions/v1/stripe-webhook"
 
 
@@ -40,6 +45,7 @@ class Flood:
         self.base = base
         self.acked_events: set[str] = set()
         self.acked_batches: dict[int, list[str]] = {}
+        self.acked_mail: set[str] = set()
         self.pending: list = []  # what a client would retry
 
     async def webhook(self, session, event) -> bool:
@@ -65,6 +71,19 @@ class Flood:
             pass
         return False
 
+    async def mail(self, session, n: int) -> bool:
+        body = {"user_id": LEARNERS[n % len(LEARNERS)], "type": "payment_confirmation", "idempotency_key": f"k9-{n}",
+                "data": {"amount": 1000 + n % 1000, "currency": "eur"}}
+        try:
+            async with session.post(self.base + EMAIL, json=body,
+                                    headers=tokens.auth(tokens.service_token())) as resp:
+                if resp.status in (200, 202):
+                    self.acked_mail.add(f"api:k9-{n}")
+                    return True
+        except aiohttp.ClientError:
+            pass
+        return False
+
     async def client(self, session, worker: int, count: int) -> None:
         for i in range(count):
             n = worker * 10_000 + i
@@ -73,15 +92,22 @@ class Flood:
             ok = await self.webhook(session, customer) and await self.webhook(session, customer)
             ok = ok and await self.webhook(session, invoice) and await self.webhook(session, invoice)
             ok = await self.batch(session, n) and ok
+            ok = await self.mail(session, n) and ok
             if not ok:
                 return  # the server is gone
 
 
 async def test_every_acknowledged_request_takes_effect_once_after_kill_9(env):
-    server = await LiveServer(env).start()
+    server = await LiveServer({**env, "EMAIL_POLL_SECONDS": "0.05", "EMAIL_SENDING_LEASE_SECONDS": "1",
+                               "VIBE_EMAIL_SCHEDULER": "false"}).start()
     flood = Flood(server.base)
     try:
         async with aiohttp.ClientSession() as session:
+            for learner in LEARNERS:  # the people the mails go to
+                async with session.post(server.base + "/functions/v1/user-management",
+                                        json={"action": "create_profile", "data": {}},
+                                        headers=tokens.auth(tokens.user_token(learner))) as resp:
+                    assert resp.status == 200
             clients = [asyncio.create_task(flood.client(session, w, 400)) for w in range(8)]
             while len(flood.acked_events) < 200 and not all(c.done() for c in clients):
                 await asyncio.sleep(0.005)
@@ -95,9 +121,16 @@ async def test_every_acknowledged_request_takes_effect_once_after_kill_9(env):
                 assert await flood.webhook(session, customer)
                 assert await flood.webhook(session, invoice)
                 assert await flood.batch(session, n)
+                assert await flood.mail(session, n)
         db = await open_db(env)
         try:
-            await settle_stripe(db)  # the restarted server's dispatcher finishes what was stored
+            await settle_stripe(db)  # the restarted server's workers finish what was stored
+
+            async def mail_done() -> bool:
+                return not await db.fetchval(
+                    "SELECT COUNT(*) FROM email_messages WHERE status IN ('queued', 'sending', 'failed')")
+
+            await wait_until(mail_done, 30)
         finally:
             await db.close()
     finally:
@@ -120,5 +153,14 @@ async def test_every_acknowledged_request_takes_effect_once_after_kill_9(env):
         assert total == len(counts), "the rollups counted an event twice (or missed one)"
         revenue = await db.fetchval("SELECT COUNT(*) FROM analytics_events WHERE event = 'subscription_event'")
         assert revenue == len(payments)  # one revenue event per payment, never two
+        mails = {r["idempotency_key"]: r for r in await db.fetchall("SELECT * FROM email_messages")}
+        assert flood.acked_mail <= set(mails), "acknowledged email requests were lost"
+        assert {mails[k]["status"] for k in flood.acked_mail} == {"sent"}
+        sends = await db.fetchall("SELECT email_id, COUNT(*) AS n FROM email_message_events "
+                                  "WHERE status = 'sent' GROUP BY email_id")
+        assert {r["email_id"] for r in sends} == {m["id"] for m in mails.values()}
+        assert {r["n"] for r in sends} == {1}, "a message was sent twice"
+        outbox = list((Path(env["VIBE_DATA_DIR"]) / "outbox").glob("*.eml"))
+        assert len(outbox) == len(mails)
     finally:
         await db.close()
