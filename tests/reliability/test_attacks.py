@@ -307,3 +307,40 @@ async def test_template_syntax_in_names_renders_literally_in_mail(start_service)
         assert "Hi 49" not in text and "<Config" not in text and "print(1)" not in html.replace(name, "")
         if "<script>" in name:
             assert "<script>" not in html and "&lt;script&gt;" in html  # escaped in HTML
+
+
+async def test_email_requests_with_unsendable_or_hostile_data(start_service):
+    service = await start_service(EMAIL_POLL_SECONDS="0.05", VIBE_EMAIL_SCHEDULER="false")
+    user_id = str(uuid.uuid4())
+    assert (await act(service, tokens.user_token(user_id), "create_profile", {"display_name": "Ada"}))[0] == 200
+    headers = {"Content-Type": "application/json", **tokens.auth(tokens.service_token())}
+    receipt = '{"user_id": "%s", "type": "payment_confirmation", "data": {"amount": 1, "currency": "usd", %s}}'
+    refused = [
+        receipt % (user_id, '"description": "a\\u0000b"'),
+        receipt % (user_id, '"description": "\\ud800"'),
+        receipt % ("\\udc00", '"description": "x"'),
+        receipt % ("a\\u0000", '"description": "x"'),
+        '{"user_id": "%s", "type": "welcome", "data": {}, "idempotency_key": "\\ud800"}' % user_id,
+        '{"user_id": "%s", "type": "welcome", "data": ' % user_id + "[" * 5000 + "]" * 5000 + "}",
+    ]
+    before = await service.db.fetchval("SELECT COUNT(*) FROM email_messages")
+    for body in refused:
+        resp = await service.client.post("/functions/v1/email-notifications", data=body.encode(), headers=headers)
+        assert resp.status in (400, 413), (body[:80], resp.status, await resp.text())
+    assert await service.db.fetchval("SELECT COUNT(*) FROM email_messages") == before
+    # Template syntax and unicode in template data are data: rendered literally, sent once.
+    description = "{{7*7}} {% raw %} Zoë 👩🏽‍💻 \u202eRTL"
+    resp = await service.client.post("/functions/v1/email-notifications", headers=headers, json={
+        "user_id": user_id, "type": "payment_confirmation", "idempotency_key": "hostile-1",
+        "data": {"amount": 4900, "currency": "eur", "description": description}})
+    assert resp.status == 202, await resp.text()
+
+    async def all_sent() -> bool:
+        rows = await service.db.fetchall("SELECT status FROM email_messages")
+        return {r["status"] for r in rows} == {"sent"}
+
+    await wait_until(all_sent, 20)
+    folder = Path(service.settings.data_dir) / "outbox"
+    mails = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in folder.glob("*.eml")]
+    texts = [m.get_body(("plain",)).get_content() for m in mails]
+    assert sum(description in t for t in texts) == 1

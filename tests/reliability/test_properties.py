@@ -123,3 +123,17 @@ async def test_analytics_reads_never_answer_5xx(service, path, query):
     resp = await service.client.get(f"{ANALYTICS}/{path}", params=query,
                                     headers=tokens.auth(tokens.service_token()))
     await assert_4xx_or_ok(resp, query)
+
+
+@EXAMPLES
+@given(body=st.fixed_dictionaries({
+    "user_id": maybe(st.sampled_from(USER_IDS)), "type": maybe(st.sampled_from(
+        ["welcome", "payment_confirmation", "workshop_completion", "achievement", "weekly_progress", "nope"])),
+    "data": maybe(st.fixed_dictionaries({}, optional={
+        "amount": maybe(st.integers()), "currency": maybe(st.sampled_from(["usd", "jpy", "EUR"])),
+        "description": maybe(text), "workshop_id": maybe(text), "achievement": maybe(anything)}))},
+    optional={"idempotency_key": maybe(text)}) | anything)
+async def test_email_requests_never_answer_5xx(service, body):
+    resp = await service.client.post("/functions/v1/email-notifications", data=json.dumps(body), headers={
+        "Content-Type": "application/json", **tokens.auth(tokens.service_token())})
+    await assert_4xx_or_ok(resp, body)
