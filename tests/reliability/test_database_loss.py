@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.reliability, postgres_only]
 BATCH = "/functions/v1/analytics-tracking/event"
 USERS = "/functions/v1/user-management"
 WRITE_KEY = "wk_outage"
+EMAIL = "/functions/v1/email-notifications"
 
 
 class MixedLoad:
@@ -34,6 +35,8 @@ class MixedLoad:
         self.acked_events: set[str] = set()
         self.acked_messages: set[str] = set()
         self.acked_users: set[str] = set()
+        self.acked_mail: set[str] = set()
+        self.learner = ""
         self.retry: list = []
         self.stop = asyncio.Event()
 
@@ -71,11 +74,28 @@ class MixedLoad:
             return True
         return False
 
+    async def mail(self, n: int) -> bool:
+        body = {"user_id": self.learner, "type": "payment_confirmation", "idempotency_key": f"loss-{n}",
+                "data": {"amount": 100 + n % 900, "currency": "usd"}}
+        resp = await self.service.client.post(EMAIL, json=body, headers=tokens.auth(tokens.service_token()))
+        if await self.record("email", resp):
+            self.acked_mail.add(f"api:loss-{n}")
+            return True
+        self.retry.append(("email", body))
+        return False
+
+    async def start(self, clients: int) -> list[asyncio.Task]:
+        self.learner = str(uuid.uuid4())  # the one the mails go to
+        resp = await self.service.client.post(USERS, json={"action": "create_profile", "data": {}},
+                                              headers=tokens.auth(tokens.user_token(self.learner)))
+        assert resp.status == 200
+        return [asyncio.create_task(self.client(w)) for w in range(clients)]
+
     async def client(self, worker: int) -> None:
         n = worker * 100_000
         while not self.stop.is_set():
             n += 1
-            await asyncio.gather(self.webhook(n), self.batch(n), self.signup())
+            await asyncio.gather(self.webhook(n), self.batch(n), self.signup(), self.mail(n))
             await asyncio.sleep(0.01)
 
 
@@ -85,6 +105,10 @@ async def retry_and_verify(service, load: MixedLoad) -> None:
         if kind == "webhook":
             assert (await service.post_event(item)).status == 200
             load.acked_events.add(item["id"])
+        elif kind == "email":
+            resp = await service.client.post(EMAIL, json=item, headers=tokens.auth(tokens.service_token()))
+            assert resp.status in (200, 202)
+            load.acked_mail.add("api:" + item["idempotency_key"])
         else:
             resp = await service.client.post(BATCH, json=item, headers={"X-Write-Key": WRITE_KEY})
             assert resp.status == 200
@@ -99,11 +123,13 @@ async def retry_and_verify(service, load: MixedLoad) -> None:
     assert load.acked_messages == {r["message_id"] for r in rows} and len(rows) == len(load.acked_messages)
     users = {r["id"] for r in await db.fetchall("SELECT id FROM profiles")}
     assert load.acked_users <= users
+    mails = await db.fetchall("SELECT idempotency_key FROM email_messages WHERE idempotency_key LIKE 'api:%'")
+    assert load.acked_mail == {m["idempotency_key"] for m in mails}
 
 
 async def run_outage(service, cut, restore):
     load = MixedLoad(service)
-    clients = [asyncio.create_task(load.client(w)) for w in range(4)]
+    clients = await load.start(4)
     try:
         await asyncio.sleep(0.5)
         await cut()
@@ -166,7 +192,7 @@ async def test_backends_terminated_mid_load_lose_nothing(start_service, database
 
     try:
         load = MixedLoad(service)
-        clients = [asyncio.create_task(load.client(w)) for w in range(4)]
+        clients = await load.start(4)
         await asyncio.sleep(0.5)
         for _ in range(5):
             await cut()
