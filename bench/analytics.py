@@ -24,7 +24,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the project, not bench/ (bench/email.py is not the stdlib's)
 
 from bench.harness import bare_server, describe_machine, drive, free_port, fresh_database, lines, row, vibe_server  # noqa: E402
 

@@ -25,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the project, not bench/ (bench/email.py is not the stdlib's)
 
 from bench.harness import (Load, bare_server, describe_machine, drive, free_port, fresh_database, row,  # noqa: E402
                            vibe_server)

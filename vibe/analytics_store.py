@@ -52,19 +52,21 @@ def _rows_sql(tx: Transaction, table: str, columns: Sequence[str], rows: Sequenc
 
 async def upsert_sum(tx: Transaction, table: str, keys: Sequence[str], sums: Sequence[str],
                      rows: Mapping[tuple, Sequence[Any]]) -> None:
-    """`INSERT ... ON CONFLICT (keys) DO UPDATE SET s = s + EXCLUDED.s` for many rows, sorted by key."""
+    """`INSERT ... ON CONFLICT (keys) DO UPDATE SET s = s + EXCLUDED.s` for many rows, sorted by key.
+    Deferred: nobody reads the result, so it rides with the transaction's next statement."""
     items = sorted(rows.items())
     columns = (*keys, *sums)
     updates = ", ".join(f"{s} = {table}.{s} + EXCLUDED.{s}" for s in sums)
     for start in range(0, len(items), CHUNK):
         source, params = _rows_sql(tx, table, columns, [(*key, *add) for key, add in items[start:start + CHUNK]])
-        await tx.execute(f"INSERT INTO {table} ({', '.join(columns)}) {source} "
-                         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}", params)
+        tx.defer(f"INSERT INTO {table} ({', '.join(columns)}) {source} "
+                 f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}", params)
 
 
 async def insert_ignore(tx: Transaction, table: str, columns: Sequence[str], rows: Iterable[tuple],
                         returning: str | None = None) -> list[Any]:
-    """Multi-row `INSERT ... ON CONFLICT DO NOTHING`; returns the `returning` column of new rows."""
+    """Multi-row `INSERT ... ON CONFLICT DO NOTHING`; returns the `returning` column of new rows.
+    Without `returning` the insert is deferred (it rides with the transaction's next statement)."""
     rows = list(rows)
     found: list[Any] = []
     for start in range(0, len(rows), CHUNK):
@@ -73,7 +75,7 @@ async def insert_ignore(tx: Transaction, table: str, columns: Sequence[str], row
         if returning:
             found.extend(r[returning] for r in await tx.fetchall(f"{sql} RETURNING {returning}", params))
         else:
-            await tx.execute(sql, params)
+            tx.defer(sql, params)
     return found
 
 
