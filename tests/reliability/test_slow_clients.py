@@ -33,7 +33,9 @@ async def closed_by_server(reader: asyncio.StreamReader, timeout: float) -> bool
             while await reader.read(65536):
                 pass
         return True
-    except (asyncio.TimeoutError, ConnectionError):
+    except ConnectionError:
+        return True  # closed with a reset: the server closed while a dripped byte was unread
+    except asyncio.TimeoutError:
         return False
 
 
