@@ -7,14 +7,16 @@ Segment door (`analytics_segment`) and the read API (`analytics_api`).
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
-from . import analytics_api, analytics_segment
+from . import analytics_api, analytics_segment, health
 from .analytics_ingest import AnalyticsState, committer_ctx, ingest, parse_json, read_body, sender_of
 from .analytics_jobs import jobs_ctx
 from .analytics_model import MAX_BATCH, EventInvalid, Sender, collect_endpoints, parse_time
 from .errors import ApiError
-from .keys import ANALYTICS, PLUGINS, QUERY_CACHE, SETTINGS
+from .keys import ANALYTICS, DB, PLUGINS, QUERY_CACHE, SETTINGS
 
 PREFIX = "/functions/v1/analytics-tracking"
 
@@ -71,6 +73,18 @@ async def track(request: web.Request) -> web.Response:
     return web.json_response({**counts, "results": results})
 
 
+async def health_probe(app: web.Application) -> dict:
+    """For /health (issue 6): the batcher's depth and the last hour's volume; degraded when the
+    batcher is near ANALYTICS_MAX_QUEUE (ingestion then answers 503)."""
+    state, settings = app[ANALYTICS], app[SETTINGS]
+    last_hour = await app[DB].fetchval("SELECT COUNT(*) FROM analytics_events WHERE received_at >= %s",
+                                       (time.time() - 3600,))
+    depth = state.committer.pending if state.committer is not None else 0
+    return {"status": "degraded" if depth > 0.8 * settings.analytics_max_queue else "healthy",
+            "endpoints": len(state.endpoints), "queues": {"analytics_batcher": depth},
+            "figures": {"events last hour": int(last_hour or 0)}}
+
+
 def setup(app: web.Application) -> None:
     """Register analytics on `app` (one call in create_app, after `users.setup`, which makes the
     shared DatabaseQueryCache)."""
@@ -84,4 +98,5 @@ def setup(app: web.Application) -> None:
     analytics_api.setup_routes(app, PREFIX)
     app.router.add_post(PREFIX + "/{endpoint}", track)
     analytics_segment.setup_routes(app)
+    health.register(app, "analytics-tracking", health_probe)
 

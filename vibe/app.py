@@ -10,7 +10,7 @@ import aiohttp
 import pluggy
 from aiohttp import web
 
-from . import analytics_http, email_service, health, users, webhooks
+from . import analytics_http, email_service, health, operations, users, webhooks
 from .auth import JwksCache, TokenVerifier
 from .config import Settings
 from .database import create_database
@@ -102,6 +102,7 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     users.setup(app)
     analytics_http.setup(app)
     email_service.setup(app)
+    operations.setup(app)
     for result in pm.hook.register_routes(app=app):
         if asyncio.iscoroutine(result):
             raise TypeError("register_routes implementations must be plain functions")

@@ -15,7 +15,7 @@ import sys
 from typing import Any, AsyncIterator, Sequence
 
 from . import __version__, logs
-from .config import ConfigError, Settings, ensure_webhook_secret
+from .config import ConfigError, Settings
 from .database import Database, DatabaseUnavailable, create_database
 from .migrations import migrate, status as migration_status
 from .plugin_host import PluginError, build_plugin_manager
@@ -45,21 +45,9 @@ def print_json(value: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from aiohttp import web
+    from .serving import serve
 
-    from .app import create_app
-
-    settings, generated = ensure_webhook_secret(settings)
-    app = create_app(settings)
-    where = f"http://{args.host}:{args.port}"
-    if generated:
-        print(f"Stripe webhook signing secret (kept in {settings.data_dir}/stripe_webhook_secret):", file=sys.stderr)
-        print(f"    {settings.stripe_webhook_secrets[0]}", file=sys.stderr)
-        print(f"    stripe listen --forward-to {where}/functions/v1/stripe-webhook", file=sys.stderr)
-    print(f"vibe {__version__} on {where} ({settings.dialect})", file=sys.stderr)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None,
-                shutdown_timeout=args.shutdown_timeout)
-    return 0
+    return serve(args, settings)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -86,6 +74,7 @@ def build_parser(pm) -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to finish in-flight work")
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port (reuse_port)")
     serve.set_defaults(func=cmd_serve)
     mig = sub.add_parser("migrate", help="apply the sql/ migrations")
     mig.add_argument("--json", action="store_true")

@@ -279,6 +279,17 @@ class Settings:
     query_cache_seconds: float = 300.0
     cache_fence_seconds: float = 0.5
 
+    # -- operations: alerts, dashboard (issue 6)
+    alert_check_seconds: float = 30.0
+    alert_p95_seconds: float = 5.0
+    alert_error_rate: float = 0.05
+    alert_min_requests: int = 20
+    alert_window_seconds: float = 300.0
+    alert_cooldown_seconds: float = 900.0
+    alert_timeout_seconds: float = 5.0
+    dashboard_password: str = ""
+    dashboard_refresh_seconds: int = 30
+
     # -- HTTP server limits (issue 7)
     http_keepalive_seconds: float = 30.0
     http_max_header_bytes: int = 8190
@@ -373,6 +384,17 @@ class Settings:
             query_cache_mb=_float(env, "QUERY_CACHE_MB", 15.0, minimum=0.01),
             query_cache_seconds=_float(env, "QUERY_CACHE_SECONDS", 300.0, minimum=0.01),
             cache_fence_seconds=_float(env, "CACHE_FENCE_SECONDS", 0.5),
+            # -- operations: alerts, dashboard (issue 6)
+            alert_check_seconds=_float(env, "ALERT_CHECK_SECONDS", 30.0, minimum=0.01),
+            alert_p95_seconds=_float(env, "ALERT_P95_SECONDS", 5.0, minimum=0.001),
+            alert_error_rate=_fraction(env, "ALERT_ERROR_RATE", 0.05),
+            alert_min_requests=_int(env, "ALERT_MIN_REQUESTS", 20, minimum=1),
+            alert_window_seconds=_float(env, "ALERT_WINDOW_SECONDS", 300.0, minimum=60.0),
+            alert_cooldown_seconds=_float(env, "ALERT_COOLDOWN_SECONDS", 900.0),
+            alert_timeout_seconds=_float(env, "ALERT_TIMEOUT_SECONDS", 5.0, minimum=0.1),
+            dashboard_password=_str(env, "DASHBOARD_PASSWORD"),
+            dashboard_refresh_seconds=_int(env, "DASHBOARD_REFRESH_SECONDS", 30, minimum=5),
+
             # -- HTTP server limits (issue 7)
             http_keepalive_seconds=_float(env, "HTTP_KEEPALIVE_SECONDS", 30.0, minimum=0.1),
             http_max_header_bytes=_int(env, "HTTP_MAX_HEADER_BYTES", 8190, minimum=1024),

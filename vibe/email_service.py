@@ -14,7 +14,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import email_api, unsubscribe
+from . import email_api, health, unsubscribe
 from .email_schedule import EmailScheduler
 from .email_senders import create_sender
 from .email_templates import EmailRenderer, collect_templates
@@ -75,6 +75,24 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.wait_for(task, timeout=60)
 
 
+async def health_probe(app: web.Application) -> dict:
+    """For /health (issue 6): the queue by status; degraded with dead letters or an open breaker."""
+    rows = await app[DB].fetchall(
+        "SELECT status, COUNT(*) AS n FROM email_messages "
+        "WHERE status IN ('queued', 'sending', 'failed', 'dead') GROUP BY status")
+    counts = {"queued": 0, "sending": 0, "failed": 0, "dead": 0, **{r["status"]: int(r["n"]) for r in rows}}
+    worker = app.get(EMAIL_WORKER)
+    breaker = worker.breaker.state if worker is not None else None
+    out = {"status": "degraded" if counts["dead"] or breaker == "open" else "healthy", "messages": counts,
+           "sender_breaker": breaker, "figures": {"queued": counts["queued"], "dead": counts["dead"]},
+           "queues": {"email_queued": counts["queued"] + counts["failed"], "email_sending": counts["sending"],
+                      "email_dead": counts["dead"], "email_queue_batcher": app[EMAIL_QUEUE].depth
+                      if EMAIL_QUEUE in app else 0}}
+    if breaker == "open":
+        out["error"] = "the email provider keeps failing: its circuit breaker is open"
+    return out
+
+
 def setup(app: web.Application) -> None:
     """Collect the templates (a duplicate is a start-up error), then add resources and routes."""
     settings = app[SETTINGS]
@@ -89,3 +107,4 @@ def setup(app: web.Application) -> None:
     app.cleanup_ctx.append(scheduler_ctx)
     email_api.setup_routes(app)
     unsubscribe.setup_routes(app)
+    health.register(app, "email-notifications", health_probe)

@@ -104,8 +104,11 @@ async def store_events(tx: Transaction, events: Sequence[InboxEvent]) -> list[St
     first: dict[str, InboxEvent] = {}
     for event in events:
         first.setdefault(event.id, event)
-    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(COLUMNS)) + ")"] * len(first))
-    params = [value for event in first.values() for value in event.row()]
+    # In id order: two transactions inserting overlapping ids (copies of one event delivered to
+    # two instances) then wait on each other in one order instead of deadlocking.
+    unique = sorted(first.values(), key=lambda e: e.id)
+    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(COLUMNS)) + ")"] * len(unique))
+    params = [value for event in unique for value in event.row()]
     rows = await tx.fetchall(
         f"INSERT INTO stripe_events ({', '.join(COLUMNS)}) VALUES {placeholders} "
         "ON CONFLICT (id) DO NOTHING RETURNING id",

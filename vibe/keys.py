@@ -69,3 +69,13 @@ EMAIL_WORKER = web.AppKey("email_worker", "EmailWorker")
 EMAIL_SCHEDULER = web.AppKey("email_scheduler", "EmailScheduler")
 EMAIL_UNSUBSCRIBE = web.AppKey("email_unsubscribe", "UnsubscribeLinks")
 EMAIL_PAGES = web.AppKey("email_pages", jinja2.Environment)  # aiohttp-jinja2 environment for templates/pages
+
+# -- operations: health, metrics, alerts, dashboard (issue 6)
+if TYPE_CHECKING:
+    from .alerts import Watchdog
+    from .metrics import Metrics
+
+HEALTH_PROBES = web.AppKey("health_probes", dict)  # function name -> async probe(app) -> dict
+METRICS = web.AppKey("metrics", "Metrics")  # this app's Prometheus registry and request window
+WATCHDOG = web.AppKey("watchdog", "Watchdog")
+DASHBOARD_PAGES = web.AppKey("dashboard_pages", jinja2.Environment)

@@ -11,6 +11,7 @@ from aiohttp import web
 from .database import DatabaseUnavailable
 from .errors import HTTP_CODES, ApiError, error_response
 from .keys import REQUEST_ID
+from .logs import current_request_id
 
 log = logging.getLogger("vibe.http")
 
@@ -26,7 +27,11 @@ async def request_id_middleware(request: web.Request, handler):
     incoming = request.headers.get("X-Request-ID", "")
     rid = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
     request[REQUEST_ID] = rid
-    response = await handler(request)
+    token = current_request_id.set(rid)  # every log line of this request carries it
+    try:
+        response = await handler(request)
+    finally:
+        current_request_id.reset(token)
     response.headers["X-Request-ID"] = rid
     return response
 

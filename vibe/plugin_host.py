@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 # vibe's own modules that implement hooks (CLI commands); loaded like any other plugin.
 BUILTIN_MODULES = ("vibe.cli_events", "vibe.cli_users", "vibe.cli_stripe", "vibe.cli_analytics",
-                   "vibe.cli_email")
+                   "vibe.cli_email", "vibe.cli_monitor", "vibe.cli_deploy")
 
 
 class PluginError(RuntimeError):

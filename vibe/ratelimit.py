@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import ipaddress
 import json
@@ -108,6 +109,7 @@ class RateLimiter:
         self.monitor = monitor
         self.buckets: LRUCache = LRUCache(maxsize=settings.rate_limit_max_keys)
         self.limited = 0
+        self.rejections: collections.Counter[str] = collections.Counter()  # by tier, for /metrics
 
     def limit_for(self, tier: str) -> int:
         """The tier's limit now, shrunk under pressure (unknown tiers count as free)."""
@@ -149,6 +151,7 @@ class RateLimiter:
         retry = 0 if allowed else max(1, math.ceil((level + 1 - limit) / rate))
         if not allowed:
             self.limited += 1
+            self.rejections[tier] += 1
         return Decision(allowed, limit, remaining, reset, retry)
 
 
