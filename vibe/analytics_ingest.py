@@ -117,7 +117,7 @@ async def read_body(request: web.Request, limit: int = MAX_BODY) -> bytes:
 def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested thousands deep
         raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
 
 

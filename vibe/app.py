@@ -82,6 +82,13 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     app = web.Application(
         middlewares=[request_id_middleware, ratelimit_middleware, error_middleware],
         client_max_size=webhooks.MAX_BODY,
+        # Connection limits (issue 7, docs/reliability.md): a connection idle (or dripping its
+        # request line and headers) longer than the keep-alive is closed; request line and
+        # each header are bounded, and so is their number.
+        handler_args={"keepalive_timeout": settings.http_keepalive_seconds,
+                      "max_line_size": settings.http_max_header_bytes,
+                      "max_field_size": settings.http_max_header_bytes,
+                      "max_headers": settings.http_max_headers},
     )
     app[SETTINGS] = settings
     app[PLUGINS] = pm

@@ -290,6 +290,11 @@ class Settings:
     dashboard_password: str = ""
     dashboard_refresh_seconds: int = 30
 
+    # -- HTTP server limits (issue 7)
+    http_keepalive_seconds: float = 30.0
+    http_max_header_bytes: int = 8190
+    http_max_headers: int = 64
+
     @property
     def dialect(self) -> str:
         return "sqlite" if self.database_url.startswith("sqlite:") else "postgresql"
@@ -389,6 +394,11 @@ class Settings:
             alert_timeout_seconds=_float(env, "ALERT_TIMEOUT_SECONDS", 5.0, minimum=0.1),
             dashboard_password=_str(env, "DASHBOARD_PASSWORD"),
             dashboard_refresh_seconds=_int(env, "DASHBOARD_REFRESH_SECONDS", 30, minimum=5),
+
+            # -- HTTP server limits (issue 7)
+            http_keepalive_seconds=_float(env, "HTTP_KEEPALIVE_SECONDS", 30.0, minimum=0.1),
+            http_max_header_bytes=_int(env, "HTTP_MAX_HEADER_BYTES", 8190, minimum=1024),
+            http_max_headers=_int(env, "HTTP_MAX_HEADERS", 64, minimum=16),
         )
 
 

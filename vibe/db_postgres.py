@@ -122,7 +122,15 @@ class PostgresDatabase(Database):
             raise DatabaseUnavailable("postgresql: pool is closed")
         self._waiting += 1
         try:
-            return await asyncio.wait_for(self._pool.acquire(), self.connect_timeout)
+            for _ in range(3):
+                try:
+                    return await asyncio.wait_for(self._pool.acquire(), self.connect_timeout)
+                except AssertionError:
+                    # aiopg's `assert not conn.closed`: a pooled connection the server closed
+                    # (pg_terminate_backend, a restart) while the pool was filling; aiopg has
+                    # already dropped it, so take another.
+                    continue
+            raise DatabaseUnavailable("postgresql: the pool kept handing out closed connections")
         except asyncio.TimeoutError as exc:
             raise DatabaseUnavailable("postgresql: no connection free within DB_CONNECTION_TIMEOUT") from exc
         except _UNAVAILABLE as exc:

@@ -71,7 +71,7 @@ async def _json_object(request: web.Request) -> dict:
         raise ApiError(413, "payload_too_large", f"Bodies are limited to {MAX_BODY} bytes.")
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested thousands deep
         raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
@@ -81,8 +81,8 @@ async def _json_object(request: web.Request) -> dict:
 def parse_queue_request(body: dict) -> QueueRequest:
     problems = []
     user_id, kind, data, key = body.get("user_id"), body.get("type"), body.get("data", {}), body.get("idempotency_key")
-    if not isinstance(user_id, str) or not 0 < len(user_id) <= 128:
-        problems.append("user_id: required, a string of 1 to 128 characters")
+    if not isinstance(user_id, str) or not 0 < len(user_id) <= 128 or not user_id.isprintable():
+        problems.append("user_id: required, a string of 1 to 128 printable characters")
     if not isinstance(kind, str) or not kind:
         problems.append("type: required, the name of an email template")
     if data is None:

@@ -65,11 +65,24 @@ class EmailTemplate:
                 problems.append(f"data.{key}: not a field of {self.name} (fields: {', '.join(sorted(fields)) or 'none'})")
             elif value is not None and not _is(value, fields[key]):
                 problems.append(f"data.{key}: expected {_type_name(fields[key])}")
+            elif _unsendable(value):
+                problems.append(f"data.{key}: may not contain NUL characters or unpaired UTF-16 surrogates")
         if not problems and "currency" in data and not re.fullmatch(r"[A-Za-z]{3}", str(data["currency"])):
             problems.append("data.currency: expected a three-letter ISO code")
         if not problems and isinstance(data.get("amount"), int) and data["amount"] < 0:
             problems.append("data.amount: must not be negative")
         return problems
+
+
+def _unsendable(value: Any) -> bool:
+    """True when a string in `value` holds what no mail can carry (NUL, a lone surrogate)."""
+    if isinstance(value, str):
+        return any(c == "\x00" or "\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_unsendable(k) or _unsendable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unsendable(v) for v in value)
+    return False
 
 
 def _is(value: Any, kind: Any) -> bool:

@@ -73,7 +73,7 @@ async def user_management(request: web.Request) -> web.Response:
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
     try:
         body = json.loads(await request.read())
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
     if not isinstance(body, dict) or set(body) - {"action", "data"}:
         raise ApiError(400, "invalid_body", 'The body must be {"action": ..., "data": {...}}.')

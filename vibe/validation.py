@@ -49,6 +49,11 @@ def invalid(field: str, message: str) -> ApiError:
     return ApiError(400, "invalid_data", f"Invalid request data: {field}.", details={"errors": problems.errors})
 
 
+# Characters no database text column can hold: PostgreSQL refuses NUL, and a lone surrogate
+# (valid in JSON as an escape) cannot be encoded as UTF-8.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _check_value(value: Any, spec: Field, name: str, problems: Problems) -> Any:
     if value is None:
         if not spec.nullable:
@@ -60,6 +65,9 @@ def _check_value(value: Any, spec: Field, name: str, problems: Problems) -> Any:
             problems.add(name, "must be a string")
             return None
         value = value.strip()
+        if _UNSTORABLE.search(value):
+            problems.add(name, "may not contain NUL characters or unpaired UTF-16 surrogates")
+            return None
         if spec.max_length is not None and len(value) > spec.max_length:
             problems.add(name, f"must be at most {spec.max_length} characters")
         elif spec.pattern and not re.fullmatch(spec.pattern, value):
