@@ -85,11 +85,12 @@ async def wait_processed(database_url: str, total: int, timeout: float = 300) ->
         await db.close()
 
 
-async def bench_database(kind: str, connections: list[int], count: int, workdir: Path) -> None:
+async def bench_database(kind: str, connections: list[int], count: int, workdir: Path,
+                         server_env: dict[str, str]) -> None:
     print(f"\n== {kind} ==")
     with fresh_database(kind, workdir) as database_url:
         env = {"DATABASE_URL": database_url, "STRIPE_WEBHOOK_SECRET": SECRET, "STRIPE_PRICE_TIERS": f"{PRICE}=pro",
-               "VIBE_DATA_DIR": str(workdir / "var")}
+               "VIBE_DATA_DIR": str(workdir / "var"), **server_env}
         port, bare_port = free_port(), free_port()
         stored = 0
         async with vibe_server(env, port) as base, bare_server(bare_port) as bare:
@@ -114,11 +115,15 @@ def main() -> None:
     parser.add_argument("--db", default="sqlite,postgresql")
     parser.add_argument("--connections", default="16,64")
     parser.add_argument("--events", type=int, default=12000, help="events per concurrency level")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the service, e.g. VIBE_EMAIL_WORKER=false")
     args = parser.parse_args()
+    server_env = dict(item.split("=", 1) for item in args.server_env)
     print(f"bench/webhooks.py on {describe_machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.db.split(","):
-            asyncio.run(bench_database(kind, [int(c) for c in args.connections.split(",")], args.events, Path(tmp)))
+            asyncio.run(bench_database(kind, [int(c) for c in args.connections.split(",")], args.events, Path(tmp),
+                                       server_env))
 
 
 if __name__ == "__main__":
