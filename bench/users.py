@@ -61,7 +61,10 @@ async def bench_database(kind: str, connections: int, count: int, runs: int, wor
     print(f"\n== {kind} ==")
     with fresh_database(kind, workdir) as database_url:
         env = {"DATABASE_URL": database_url, "SUPABASE_JWT_SECRET": SECRET, "VIBE_DATA_DIR": str(workdir / "var"),
-               "STRIPE_WEBHOOK_SECRET": "whsec_bench"}
+               "STRIPE_WEBHOOK_SECRET": "whsec_bench",
+               # This measures the actions, not the limiter: the free tier's 100 a minute per user
+               # would turn the later runs into 429s.
+               "RATE_LIMITS": "free=1000000,starter=1000000,pro=1000000,expert=1000000,admin=1000000"}
         port, bare_port = free_port(), free_port()
         users = [f"bench-{uuid.uuid4().hex[:12]}" for _ in range(USERS)]
         async with vibe_server(env, port) as base, bare_server(bare_port) as bare:
