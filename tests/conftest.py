@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -89,6 +90,17 @@ def env(database_url, tmp_path) -> dict[str, str]:
         "LOG_LEVEL": "warning",
         "SUPABASE_JWT_SECRET": tokens.JWT_SECRET,
     }
+
+
+@pytest.fixture
+async def proxy(database_url):
+    """A TCP proxy in front of the test's PostgreSQL that a test can cut and restore."""
+    from netproxy import TcpProxy
+
+    parts = urllib.parse.urlsplit(database_url)
+    proxy = await TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432).start()
+    yield proxy
+    await proxy.close()
 
 
 class Service:

@@ -7,20 +7,11 @@ import uuid
 import pytest
 
 from conftest import ON_POSTGRES, make_event, postgres_only
-from netproxy import TcpProxy
 
 
 def customer_event(n: int) -> dict:
     return make_event("customer.created", {"id": f"cus_out{n}", "object": "customer",
                                            "metadata": {"user_id": f"outage-{n}"}})
-
-
-@pytest.fixture
-async def proxy(database_url):
-    parts = urllib.parse.urlsplit(database_url)
-    proxy = await TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432).start()
-    yield proxy
-    await proxy.close()
 
 
 @postgres_only

@@ -16,7 +16,6 @@ import pytest
 
 import tokens
 from conftest import make_event, postgres_only
-from netproxy import TcpProxy
 
 pytestmark = [pytest.mark.reliability, postgres_only]
 
@@ -155,14 +154,6 @@ async def run_outage(service, cut, restore):
 
     await retry_and_verify(service, load)
     return load
-
-
-@pytest.fixture
-async def proxy(database_url):
-    parts = urllib.parse.urlsplit(database_url)
-    proxy = await TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432).start()
-    yield proxy
-    await proxy.close()
 
 
 async def test_postgres_cut_mid_load_answers_503_and_recovers_without_restart(start_service, database_url,
