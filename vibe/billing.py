@@ -90,12 +90,6 @@ async def update_profile(ctx: DomainContext, user_id: str, fields: dict[str, Any
     await ctx.announce("user_changed", user_id=user_id, fields=sorted(fields))
 
 
-async def user_for_customer(tx, customer_id: str | None) -> str | None:
-    if not customer_id:
-        return None
-    return await tx.fetchval("SELECT user_id FROM stripe_customers WHERE customer_id = %s", (customer_id,))
-
-
 async def user_by_email(tx, email: str | None) -> str | None:
     if not email:
         return None

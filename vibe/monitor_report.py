@@ -78,7 +78,7 @@ async def build(url: str) -> dict[str, Any]:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    lines = [f"# vibe health report", "", f"- Service: {r['url']}", f"- Generated: {r['generated_at']}",
+    lines = ["# vibe health report", "", f"- Service: {r['url']}", f"- Generated: {r['generated_at']}",
              f"- Status: **{r['status']}**"]
     if "error" in r:
         return "\n".join(lines + [f"- Error: {r['error']}"])

@@ -72,6 +72,3 @@ def build_plugin_manager(settings: Settings, *, extra: tuple[object, ...] = ()) 
     pm.check_pending()
     return pm
 
-
-def plugin_names(pm: pluggy.PluginManager) -> list[str]:
-    return sorted(name for name, plugin in pm.list_name_plugin() if plugin is not None)
