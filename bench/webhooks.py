@@ -66,7 +66,7 @@ def signed(bodies: list[bytes]):
                      "Content-Type": "application/json"}
 
 
-async def wait_processed(database_url: str, total: int, timeout: float = 300) -> float:
+async def wait_processed(database_url: str, total: int, timeout: float = 120) -> float:
     """Seconds until `total` events are out of `pending` (polled every 20 ms)."""
     db = create_database(Settings.from_env({"DATABASE_URL": database_url}))
     await db.open()
@@ -80,7 +80,8 @@ async def wait_processed(database_url: str, total: int, timeout: float = 300) ->
                     print(f"  warning: {bad} events not processed cleanly")
                 return time.perf_counter()
             await asyncio.sleep(0.02)
-        raise RuntimeError("events were not processed in time")
+        counts = await db.fetchall("SELECT status, COUNT(*) AS n FROM stripe_events GROUP BY status")
+        raise RuntimeError(f"events were not processed in time: {counts}")
     finally:
         await db.close()
 

@@ -6,6 +6,7 @@ import uuid
 
 from vibe.analytics_model import AnalyticsEndpoint, Event, EventInvalid, choice, number
 from vibe.analytics_store import day, store_events, upsert_sum
+from vibe.billing import GRANTING
 from vibe.config import TIERS
 from vibe.hookspecs import hookimpl
 
@@ -56,13 +57,18 @@ def action_of(change):
     return "upgraded" if TIERS.index(new) > TIERS.index(old) else "downgraded"
 
 
+async def _store(tx, events):
+    await store_events(tx, events, {ENDPOINT.name: ENDPOINT})
+
+
 async def record(ctx, message_id, user_id, ts, properties, anonymous_id=None):
-    """Store one billing event (and its rollups) in the caller's transaction."""
+    """Store one billing event (and its rollups) in the caller's transaction: gathered, and
+    written with the others of the transaction in one multi-row insert before it commits."""
     event = Event(message_id=message_id, endpoint=ENDPOINT.name, event=ENDPOINT.event, user_id=user_id,
                   anonymous_id=None if user_id else anonymous_id or "billing", session_id=None, ts=ts,
                   received_at=ctx.now, sent_at=None, properties=properties,
                   context={"source": "billing"}, is_bot=False, source="billing")
-    await store_events(ctx.tx, [event], {ENDPOINT.name: ENDPOINT})
+    ctx.tx.collect(_store).append(event)
 
 
 @hookimpl
@@ -80,7 +86,11 @@ async def subscription_changed(ctx, user_id, change):
 @hookimpl
 async def payment_succeeded(ctx, payment):
     tier = None
-    if payment.get("subscription_id"):
+    known = ctx.profiles.get(payment.get("user_id"))
+    if (known is not None and known["stripe_subscription_id"] == payment.get("subscription_id")
+            and known["subscription_status"] in GRANTING):
+        tier = known["tier"]  # the payer's profile is on this subscription's paid tier: no read
+    elif payment.get("subscription_id"):
         tier = await ctx.tx.fetchval("SELECT tier FROM subscriptions WHERE id = %s", (payment["subscription_id"],))
     if tier is None and payment.get("user_id"):
         tier = await ctx.tx.fetchval("SELECT tier FROM profiles WHERE id = %s", (payment["user_id"],))

@@ -7,9 +7,13 @@ from vibe.hookspecs import hookimpl
 async def payment_succeeded(ctx, payment):
     if not payment["user_id"] or payment["amount"] <= 0:
         return
-    referrer = await ctx.tx.fetchval(
-        "SELECT referred_by FROM profiles WHERE id = %s AND referred_by IS NOT NULL", (payment["user_id"],)
-    )
+    known = ctx.profiles.get(payment["user_id"])  # the payer's profile, when the handler read it
+    if known is not None:
+        referrer = known["referred_by"]
+    else:
+        referrer = await ctx.tx.fetchval(
+            "SELECT referred_by FROM profiles WHERE id = %s AND referred_by IS NOT NULL", (payment["user_id"],)
+        )
     if not referrer or referrer == payment["user_id"]:
         return
     rate = ctx.settings.referral_commission_rate

@@ -96,6 +96,40 @@ async def test_a_user_without_an_address_gets_no_mail_and_the_payment_still_comm
     assert await emails(service) == []
 
 
+async def history(service, email_id) -> list[tuple]:
+    rows = await service.db.fetchall(
+        "SELECT status, detail FROM email_message_events WHERE email_id = %s ORDER BY id", (email_id,))
+    return [(r["status"], r["detail"]) for r in rows]
+
+
+async def test_hook_mail_honours_suppression_and_preferences_and_is_queued_once(start_email):
+    """Mail a hook queues is written without a read (deferred into the transaction's next
+    statement); the address's suppression and the category's preference still decide it."""
+    service = await start_email()
+    referrer = await add_profile(service.db, "referrer-2", email_address="Ref2@Example.com")
+    await service.db.execute(
+        "INSERT INTO email_preferences (user_id, category, subscribed, source, updated_at) "
+        "VALUES (%s, 'engagement', FALSE, 'test', %s)", (referrer, time.time()))
+    await service.db.execute(
+        "INSERT INTO email_suppressions (email, reason, source, created_at) VALUES (%s, 'bounced', 'test', %s)",
+        ("learner@example.com", time.time()))
+    await link_customer(service)
+    await service.db.execute("UPDATE profiles SET referred_by = %s WHERE id = 'learner-1'", (referrer,))
+    invoice = fixture_event("invoice.payment_succeeded")
+    await service.deliver(invoice)
+    await replay(service, invoice["id"])
+    [welcome] = await emails(service, "welcome")
+    referral_code = await service.db.fetchval("SELECT referral_code FROM profiles WHERE id = 'learner-1'")
+    assert f'"referral_code": "{referral_code}"' in welcome["data"]  # the template's prepare step ran
+    [receipt] = await emails(service, "payment_confirmation")
+    assert receipt["status"] == "suppressed" and receipt["next_attempt_at"] is None
+    assert await history(service, receipt["id"]) == [("suppressed", "address suppressed: bounced")]
+    [commission] = await emails(service, "referral_commission")
+    assert commission["status"] == "suppressed" and commission["recipient"] == "ref2@example.com"
+    assert await history(service, commission["id"]) == [("suppressed", "unsubscribed from engagement mail")]
+    assert await history(service, welcome["id"]) == [("suppressed", "address suppressed: bounced")]
+
+
 async def test_user_management_events_queue_mail_once_and_feed_the_weekly_report(start_email):
     service = await start_email()
     user = str(uuid.uuid4())

@@ -69,9 +69,11 @@ async def ensure_profile(ctx: DomainContext, user_id: str, *, email: str | None 
             (user_id, email.lower() if email else None, full_name, new_referral_code(), ctx.now, ctx.now),
         )
         if rows:
+            ctx.profiles[user_id] = rows[0]
             await ctx.announce("user_created", user=rows[0])
             return rows[0]
         profile = await get_profile(ctx.tx, user_id)  # created concurrently
+    ctx.profiles[user_id] = profile
     if email and not profile["email"]:
         await update_profile(ctx, user_id, {"email": email.lower()})
         profile["email"] = email.lower()
@@ -87,6 +89,8 @@ async def update_profile(ctx: DomainContext, user_id: str, fields: dict[str, Any
         f"UPDATE profiles SET {assignments}, updated_at = %s WHERE id = %s",
         (*fields.values(), ctx.now, user_id),
     )
+    if user_id in ctx.profiles:  # a new dict: a caller's copy keeps the values from before
+        ctx.profiles[user_id] = {**ctx.profiles[user_id], **fields, "updated_at": ctx.now}
     await ctx.announce("user_changed", user_id=user_id, fields=sorted(fields))
 
 
@@ -125,6 +129,7 @@ async def resolve_user(ctx: StripeEventContext, customer_id: str | None, *,
             (customer_id,),
         )
         if linked:
+            ctx.profiles[linked["id"]] = linked
             return linked
     user_id = user_id or await user_by_email(ctx.tx, email)
     if user_id:

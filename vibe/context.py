@@ -36,6 +36,9 @@ class DomainContext:
     settings: Settings
     pm: pluggy.PluginManager
     now: float = dataclasses.field(default_factory=time.time)
+    # Profiles this unit of work has read or written, by user id, kept current by
+    # billing.update_profile: a hook that needs the user's profile looks here before reading.
+    profiles: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     async def announce(self, hook: str, **kwargs: Any) -> list[Any]:
         """Run domain hook `hook` in this transaction (e.g. `subscription_changed`)."""

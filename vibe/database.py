@@ -22,7 +22,7 @@ import abc
 import contextlib
 import itertools
 import time
-from typing import Any, AsyncIterator, Iterable, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 from .config import Settings
 
@@ -54,6 +54,11 @@ class Transaction(_Reads, abc.ABC):
     `defer(sql, params)` queues a write whose result nobody needs; it is sent together with the
     next statement (on PostgreSQL in the same round trip), and always before it, so later reads
     in the transaction see it and COMMIT includes it. Savepoints are deferred the same way.
+
+    `collect(flush)` goes one step further for rows of one kind that many events of a batch
+    write (analytics events, say): it returns the transaction's list for `flush`, and
+    `flush(tx, items)` writes everything gathered in it once, just before COMMIT (or earlier,
+    at `flush_collected()`). Items gathered inside a savepoint that rolls back are dropped.
     """
 
     dialect: str
@@ -62,6 +67,23 @@ class Transaction(_Reads, abc.ABC):
     def __init__(self) -> None:
         self._deferred: list[tuple[str, Params]] = []
         self._flushes = 0
+        self._collected: dict[Callable[["Transaction", list], Awaitable[None]], list] = {}
+
+    def collect(self, flush: Callable[["Transaction", list], Awaitable[None]]) -> list:
+        """The list of items `flush` will write before COMMIT (append to it)."""
+        items = self._collected.get(flush)
+        if items is None:
+            items = self._collected[flush] = []
+        return items
+
+    async def flush_collected(self) -> None:
+        """Write what `collect` gathered, now (a flush may gather more: repeat until none is left)."""
+        while any(self._collected.values()):
+            for flush, items in list(self._collected.items()):
+                if items:
+                    taken = items[:]
+                    items.clear()
+                    await flush(self, taken)
 
     def defer(self, sql: str, params: Params = None) -> None:
         self._deferred.append((sql, params))
@@ -90,9 +112,12 @@ class Transaction(_Reads, abc.ABC):
         name = f"sp_{next(self._savepoints)}"
         self.defer(f"SAVEPOINT {name}")
         flushes, position = self._flushes, len(self._deferred) - 1
+        gathered = {flush: len(items) for flush, items in self._collected.items()}
         try:
             yield self
         except BaseException:
+            for flush, items in self._collected.items():  # what was gathered inside is undone too
+                del items[gathered.get(flush, 0):]
             if self._flushes == flushes:  # nothing reached the server since: just forget it
                 del self._deferred[position:]
             else:  # what is still queued was queued inside the savepoint

@@ -174,6 +174,7 @@ class PostgresDatabase(Database):
             tx = PostgresTransaction(cur)
             try:
                 yield tx
+                await tx.flush_collected()
             except BaseException:
                 tx.discard_deferred()
                 if not conn.closed:

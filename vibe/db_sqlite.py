@@ -129,6 +129,7 @@ class SqliteDatabase(Database):
             await tx.execute("BEGIN IMMEDIATE")
             try:
                 yield tx
+                await tx.flush_collected()
                 await tx.execute("COMMIT")  # a deferred statement that fails here rolls back too
             except BaseException:
                 tx.discard_deferred()

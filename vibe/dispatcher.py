@@ -46,7 +46,6 @@ class Dispatcher:
         self.batch_size = batch_size
         self._wake = asyncio.Event()
         self._stopping = False
-        self._busy = False
         self.processed = 0
 
     def wake(self) -> None:
@@ -117,8 +116,18 @@ class Dispatcher:
             try:
                 async with tx.savepoint():
                     updates = [await self._run(tx, row, customers, isolated=False) for row in rows]
+                    try:
+                        await tx.flush_collected()  # what the batch gathered, inside its savepoint
+                    except DatabaseUnavailable:
+                        raise
+                    except Exception as exc:
+                        raise _RunIsolated from exc
             except _RunIsolated:
                 updates = [await self._run(tx, row, customers, isolated=True) for row in rows]
+                # What the surviving events gathered, written once after all of them: a write
+                # per event would take the shared rollup rows' locks early and hold them while
+                # the next event waits on rows another transaction holds (a deadlock).
+                await tx.flush_collected()
             for update in updates:
                 tx.defer(_UPDATE, update)  # sent with COMMIT: one round trip
         self.processed += len(rows)

@@ -10,16 +10,14 @@ transactional mail is never blocked by an unsubscribe).
 from __future__ import annotations
 
 import json
-import logging
 import time
 import uuid
+import weakref
 from typing import Any, Mapping
 
 from .context import DomainContext
 from .database import Transaction
 from .email_templates import EmailTemplate, collect_templates
-
-log = logging.getLogger(__name__)
 
 SENDABLE = ("queued", "failed")
 FINAL = ("sent", "delivered", "bounced", "complained", "dead", "suppressed")
@@ -114,24 +112,69 @@ def _same(row: dict, user_id: str, type: str) -> dict:
 
 
 async def enqueue_for(ctx: DomainContext, user_id: str | None, type: str, data: Mapping[str, Any],
-                      idempotency_key: str) -> dict[str, Any] | None:
+                      idempotency_key: str, *, profile: Mapping[str, Any] | None = None) -> None:
     """What a domain hook calls: queue in the hook's transaction, keyed by the cause.
 
-    A user who is unknown or has no address gets no mail (logged, the change still commits);
-    bad data is a bug in the calling plugin and raises, rolling the change back to be retried.
+    Nothing is read and nothing waits: the message is written by two deferred statements that
+    ride with the transaction's next one, taking the address, the suppression list and the
+    user's preference from the database as they are then. A user who is unknown or has no
+    address gets no mail (the change still commits); a key already used queues nothing new.
+    Bad data is a bug in the calling plugin and raises, rolling the change back to be retried.
+    A template with a `prepare` step needs the recipient's profile: pass `profile` (the hook
+    usually has it), else it is read first.
     """
     if not user_id:
-        return None
-    templates = collect_templates(ctx.pm, ctx.settings)
-    try:
-        row, _ = await enqueue(ctx.tx, templates, user_id=user_id, type=type, data=data,
-                               idempotency_key=idempotency_key, sender=ctx.settings.email_from, now=ctx.now)
-    except EmailRejected as exc:
-        if exc.code in ("user_not_found", "no_email_address"):
-            log.info("email %s (%s) not queued: %s", type, idempotency_key, exc.message)
-            return None
-        raise
-    return row
+        return
+    template = hook_templates(ctx.pm, ctx.settings).get(type)
+    if template is None:
+        raise EmailRejected(400, "unknown_email_type", f"no email template named {type!r}")
+    problems = template.validate(data)
+    if problems:
+        raise EmailRejected(400, "invalid_email_data", f"data does not fit the {type} template", details=problems)
+    data = dict(data)
+    if template.prepare is not None:
+        if profile is None:
+            profile = await ctx.tx.fetchone("SELECT * FROM profiles WHERE id = %s", (user_id,))
+            if profile is None:
+                return
+        data = await template.prepare(ctx.tx, profile, data, ctx.now)
+    suppressed = "s.email IS NOT NULL"
+    if template.category != "transactional":
+        suppressed += " OR NOT COALESCE(c.subscribed, TRUE)"
+    ctx.tx.defer(
+        "INSERT INTO email_messages (idempotency_key, user_id, recipient, type, category, data, status, "
+        "next_attempt_at, message_id, created_at, updated_at) "
+        f"SELECT %s, p.id, LOWER(p.email), %s, %s, %s, CASE WHEN {suppressed} THEN 'suppressed' ELSE 'queued' END, "
+        f"CASE WHEN {suppressed} THEN NULL ELSE %s END, %s, %s, %s "
+        "FROM profiles p LEFT JOIN email_suppressions s ON s.email = LOWER(p.email) "
+        "LEFT JOIN email_preferences c ON c.user_id = p.id AND c.category = %s "
+        "WHERE p.id = %s AND COALESCE(p.email, '') <> '' ON CONFLICT (idempotency_key) DO NOTHING",
+        (idempotency_key, type, template.category, json.dumps(data, sort_keys=True), ctx.now,
+         message_id_for(ctx.settings.email_from), ctx.now, ctx.now, template.category, user_id),
+    )
+    # Its first history line, as `enqueue` writes it: only for a message that has none yet,
+    # that is, the one the statement above just created.
+    ctx.tx.defer(
+        "INSERT INTO email_message_events (email_id, status, detail, at) "
+        "SELECT m.id, m.status, CASE WHEN m.status = 'queued' THEN NULL "
+        "WHEN s.reason IS NOT NULL THEN 'address suppressed: ' || s.reason ELSE %s END, %s "
+        "FROM email_messages m LEFT JOIN email_suppressions s ON s.email = m.recipient "
+        "WHERE m.idempotency_key = %s AND NOT EXISTS (SELECT 1 FROM email_message_events e WHERE e.email_id = m.id)",
+        (f"unsubscribed from {template.category} mail", ctx.now, idempotency_key),
+    )
+
+
+_HOOK_TEMPLATES: "weakref.WeakKeyDictionary[Any, tuple[list, dict[str, EmailTemplate]]]" = weakref.WeakKeyDictionary()
+
+
+def hook_templates(pm, settings) -> dict[str, EmailTemplate]:
+    """The registered templates, collected once per plugin manager (again if its
+    `register_email_templates` implementations change), not on every hook call."""
+    impls = pm.hook.register_email_templates.get_hookimpls()
+    cached = _HOOK_TEMPLATES.get(pm)
+    if cached is None or cached[0] != impls:
+        cached = _HOOK_TEMPLATES[pm] = (impls, collect_templates(pm, settings))
+    return cached[1]
 
 
 async def set_status(tx: Transaction, email_id: int, status: str, now: float, *, detail: str | None = None,
