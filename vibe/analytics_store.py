@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import cachetools
 
 from .analytics_model import AnalyticsEndpoint, Event, event_row
-from .database import Database, Transaction
+from .database import Database, Transaction, rows_source
 
 EVENT_COLUMNS = ("message_id", "endpoint", "event", "user_id", "anonymous_id", "session_id", "ts",
                  "received_at", "sent_at", "properties", "context", "is_bot", "source")
@@ -35,21 +35,6 @@ def day(ts: float) -> int:
     return bucket(ts, "day")
 
 
-def _rows_sql(tx: Transaction, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[str, list]:
-    """The source of a multi-row insert, and its parameters.
-
-    PostgreSQL: the rows as one JSON parameter expanded by `json_populate_recordset` (column
-    types come from the table), because psycopg2 formats every `%s` in Python and thousands of
-    them cost more than the insert. SQLite binds parameters natively: plain `VALUES (...), ...`.
-    """
-    if tx.dialect == "postgresql":
-        payload = json.dumps([dict(zip(columns, row)) for row in rows], separators=(",", ":"))
-        return (f"SELECT {', '.join(columns)} FROM json_populate_recordset(NULL::{table}, %s::json)",
-                [payload])
-    values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
-    return f"VALUES {values}", [v for row in rows for v in row]
-
-
 async def upsert_sum(tx: Transaction, table: str, keys: Sequence[str], sums: Sequence[str],
                      rows: Mapping[tuple, Sequence[Any]]) -> None:
     """`INSERT ... ON CONFLICT (keys) DO UPDATE SET s = s + EXCLUDED.s` for many rows, sorted by key.
@@ -58,7 +43,7 @@ async def upsert_sum(tx: Transaction, table: str, keys: Sequence[str], sums: Seq
     columns = (*keys, *sums)
     updates = ", ".join(f"{s} = {table}.{s} + EXCLUDED.{s}" for s in sums)
     for start in range(0, len(items), CHUNK):
-        source, params = _rows_sql(tx, table, columns, [(*key, *add) for key, add in items[start:start + CHUNK]])
+        source, params = rows_source(tx, table, columns, [(*key, *add) for key, add in items[start:start + CHUNK]])
         tx.defer(f"INSERT INTO {table} ({', '.join(columns)}) {source} "
                  f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}", params)
 
@@ -70,7 +55,7 @@ async def insert_ignore(tx: Transaction, table: str, columns: Sequence[str], row
     rows = list(rows)
     found: list[Any] = []
     for start in range(0, len(rows), CHUNK):
-        source, params = _rows_sql(tx, table, columns, rows[start:start + CHUNK])
+        source, params = rows_source(tx, table, columns, rows[start:start + CHUNK])
         sql = f"INSERT INTO {table} ({', '.join(columns)}) {source} ON CONFLICT DO NOTHING"
         if returning:
             found.extend(r[returning] for r in await tx.fetchall(f"{sql} RETURNING {returning}", params))

@@ -61,18 +61,28 @@ async def get_profile(tx, user_id: str) -> dict[str, Any] | None:
 async def ensure_profile(ctx: DomainContext, user_id: str, *, email: str | None = None,
                          full_name: str | None = None) -> dict[str, Any]:
     """The user's profile, created (and announced with `user_created`) if it does not exist."""
-    profile = await get_profile(ctx.tx, user_id)
-    if profile is None:
+    insert = ("INSERT INTO profiles (id, email, full_name, referral_code, created_at, updated_at) "
+              "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING *")
+    values = (user_id, email.lower() if email else None, full_name, new_referral_code(), ctx.now, ctx.now)
+    if ctx.tx.dialect == "postgresql":
+        # One round trip whether the profile exists or not: both parts of one statement see the
+        # same snapshot, so the SELECT finds the row only when the INSERT found it there.
         rows = await ctx.tx.fetchall(
-            "INSERT INTO profiles (id, email, full_name, referral_code, created_at, updated_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING *",
-            (user_id, email.lower() if email else None, full_name, new_referral_code(), ctx.now, ctx.now),
-        )
-        if rows:
-            ctx.profiles[user_id] = rows[0]
-            await ctx.announce("user_created", user=rows[0])
-            return rows[0]
-        profile = await get_profile(ctx.tx, user_id)  # created concurrently
+            f"WITH created AS ({insert}) SELECT TRUE AS is_new, * FROM created "
+            "UNION ALL SELECT FALSE, * FROM profiles WHERE id = %s", (*values, user_id))
+        profile = rows[0] if rows else None
+        created = bool(profile and profile.pop("is_new"))
+    else:  # local: the read, and the insert only when needed
+        profile, created = await get_profile(ctx.tx, user_id), False
+        if profile is None:
+            rows = await ctx.tx.fetchall(insert, values)
+            profile, created = (rows[0], True) if rows else (None, False)
+    if created:
+        ctx.profiles[user_id] = profile
+        await ctx.announce("user_created", user=profile)
+        return profile
+    if profile is None:
+        profile = await get_profile(ctx.tx, user_id)  # created concurrently, committed since
     ctx.profiles[user_id] = profile
     if email and not profile["email"]:
         await update_profile(ctx, user_id, {"email": email.lower()})

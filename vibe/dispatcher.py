@@ -26,7 +26,7 @@ import pluggy
 
 from .config import Settings
 from .context import StripeEventContext
-from .database import Database, DatabaseUnavailable, Transaction
+from .database import Database, DatabaseUnavailable, Transaction, rows_source
 from .billing import type_rank
 from .outcomes import EventOutcome, WaitForCustomer
 from .stripe_registry import Handler
@@ -128,8 +128,7 @@ class Dispatcher:
                 # per event would take the shared rollup rows' locks early and hold them while
                 # the next event waits on rows another transaction holds (a deadlock).
                 await tx.flush_collected()
-            for update in updates:
-                tx.defer(_UPDATE, update)  # sent with COMMIT: one round trip
+            _defer_status_updates(tx, updates)
         self.processed += len(rows)
         await self._wake_linked(customers)
         return len(rows)
@@ -164,7 +163,7 @@ class Dispatcher:
                     continue
                 row["attempts"] = 0  # a replay gets a fresh set of attempts
                 customers: set[str] = set()
-                tx.defer(_UPDATE, await self._run(tx, row, customers, isolated=True))
+                _defer_status_updates(tx, [await self._run(tx, row, customers, isolated=True)])
             await self._wake_linked(customers)
             out.append(await self.db.fetchone("SELECT * FROM stripe_events WHERE id = %s", (event_id,)))
         return out
@@ -222,7 +221,17 @@ class _RunIsolated(Exception):
 
 
 _CLAIM_COLUMNS = "id, type, created, payload, status, attempts, received_at"
-_UPDATE = (
-    "UPDATE stripe_events SET status = %s, attempts = %s, next_attempt_at = %s, waiting_for = %s, "
-    "last_error = %s, note = %s, processed_at = %s WHERE id = %s"
-)
+_STATUS_COLUMNS = ("status", "attempts", "next_attempt_at", "waiting_for", "last_error", "note", "processed_at", "id")
+_UPDATE = f"UPDATE stripe_events SET {', '.join(f'{c} = %s' for c in _STATUS_COLUMNS[:-1])} WHERE id = %s"
+
+
+def _defer_status_updates(tx: Transaction, updates: list[tuple]) -> None:
+    """The batch's status updates, sent with COMMIT: on PostgreSQL one statement for the whole
+    batch (its rows as one JSON parameter), on SQLite one cheap local statement per event."""
+    if tx.dialect != "postgresql" or len(updates) == 1:
+        for update in updates:
+            tx.defer(_UPDATE, update)
+        return
+    source, params = rows_source(tx, "stripe_events", _STATUS_COLUMNS, updates)
+    tx.defer(f"UPDATE stripe_events AS e SET {', '.join(f'{c} = v.{c}' for c in _STATUS_COLUMNS[:-1])} "
+             f"FROM ({source}) AS v WHERE e.id = v.id", params)
