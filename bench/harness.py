@@ -44,6 +44,19 @@ def fresh_database(kind: str, workdir: Path) -> Iterator[str]:
         conn.close()
 
 
+SERVER_PIDS: dict[str, int] = {}  # base URL -> process id of the server `server()` started
+
+
+def cpu_seconds(base: str) -> float | None:
+    """User + system CPU seconds the server behind `base` has used so far (Linux /proc), else
+    None. Unlike a rate, it hardly moves when other work shares the machine."""
+    try:
+        fields = Path(f"/proc/{SERVER_PIDS[base]}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (KeyError, OSError, IndexError, ValueError):
+        return None
+
+
 @contextlib.asynccontextmanager
 async def server(args: list[str], env: dict[str, str], port: int) -> AsyncIterator[str]:
     """Run `python ARGS` until /health (or /) answers; yield its base URL."""
@@ -63,8 +76,10 @@ async def server(args: list[str], env: dict[str, str], port: int) -> AsyncIterat
                 await asyncio.sleep(0.05)
             else:
                 raise RuntimeError(f"server {args} did not start")
+        SERVER_PIDS[base] = proc.pid
         yield base
     finally:
+        SERVER_PIDS.pop(base, None)
         proc.terminate()
         await proc.wait()
 

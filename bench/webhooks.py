@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the project, not bench/ (bench/email.py is not the stdlib's)
 
-from bench.harness import (Load, bare_server, describe_machine, drive, free_port, fresh_database, row,  # noqa: E402
-                           vibe_server)
+from bench.harness import (Load, bare_server, cpu_seconds, describe_machine, drive, free_port,  # noqa: E402
+                           fresh_database, row, vibe_server)
 from vibe import stripe_signature  # noqa: E402
 from vibe.config import Settings  # noqa: E402
 from vibe.database import create_database  # noqa: E402
@@ -98,17 +98,29 @@ async def bench_database(kind: str, connections: list[int], count: int, workdir:
             for n in connections:
                 run = uuid.uuid4().hex[:6]
                 bodies = list(itertools.chain.from_iterable(events_for(i, run) for i in range(count // 3)))
+                bare_cpu = cpu_seconds(bare)
                 baseline: Load = await drive(bare + "/functions/v1/stripe-webhook", signed(bodies), len(bodies), n)
+                bare_cpu = _used(bare_cpu, cpu_seconds(bare), len(bodies))
+                vibe_cpu = cpu_seconds(base)
                 started = time.perf_counter()
                 load = await drive(base + "/functions/v1/stripe-webhook", signed(bodies), len(bodies), n)
                 stored += len(bodies)
                 finished = await wait_processed(database_url, stored)
+                vibe_cpu = _used(vibe_cpu, cpu_seconds(base), len(bodies))
                 processed_rate = len(bodies) / (finished - started)
                 print(row(f"bare aiohttp handler, {n} connections", baseline))
                 print(row(f"vibe webhook, {n} connections", load,
                           f"  ({load.rate / baseline.rate:.0%} of bare)"))
                 print(f"{'  stored and processed':38} {processed_rate:9,.0f}/s  "
                       f"({len(bodies)} events, all processed {finished - started:.2f} s after the first request)")
+                if vibe_cpu and bare_cpu:
+                    print(f"{'  server CPU per event':38} {vibe_cpu:9,.0f} us  (bare handler {bare_cpu:,.0f} us: "
+                          f"{vibe_cpu / bare_cpu:.1f}x; stored and processed, all the service's work included)")
+
+
+def _used(before: float | None, after: float | None, events: int) -> float | None:
+    """Microseconds of server CPU per event between two readings."""
+    return None if before is None or after is None else (after - before) / events * 1e6
 
 
 def main() -> None:

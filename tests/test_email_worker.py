@@ -8,6 +8,7 @@ import pytest
 from email_support import add_profile, fake_resend, queue, resend_env, start_email, wait_status  # noqa: F401
 from vibe.config import ConfigError, Settings
 from vibe.database import create_database
+from vibe.email_worker import EmailWorker, Outcome
 
 
 async def test_shutdown_waits_for_sends_in_flight_and_records_them(start_email, fake_resend):
@@ -47,6 +48,36 @@ async def test_a_message_whose_sender_died_mid_send_is_taken_over(start_email):
     row = await wait_status(service, stale, "sent")
     assert row["status"] == "sent"
     assert await service.db.fetchval("SELECT status FROM email_messages WHERE idempotency_key = 'fresh'") == "sending"
+
+
+async def test_a_result_for_a_lease_taken_over_is_not_written(start_email):
+    """Results are written many per statement; one whose lease another claim took over (its
+    claimed_at no longer matches) changes nothing and adds no history line."""
+    service = await start_email(VIBE_EMAIL_WORKER="false")
+    user = await add_profile(service.db)
+    claimed = time.time()
+    for key in ("ours", "taken"):
+        await service.db.execute(
+            "INSERT INTO email_messages (idempotency_key, user_id, recipient, type, category, data, status, "
+            "attempts, next_attempt_at, claimed_at, message_id, created_at, updated_at) "
+            "VALUES (%s, %s, %s, 'welcome', 'transactional', '{}', 'sending', 0, %s, %s, %s, %s, %s)",
+            (key, user, f"{user}@example.com", claimed, claimed, f"<{key}@localhost>", claimed, claimed),
+        )
+    ids = {r["idempotency_key"]: r["id"] for r in await service.db.fetchall(
+        "SELECT id, idempotency_key FROM email_messages")}
+    worker = EmailWorker(service.db, service.settings, None, None, None, None)
+    async with service.db.transaction() as tx:
+        await worker._write_results(tx, [
+            Outcome(id=ids["ours"], claimed_at=claimed, status="sent", attempts=1, provider_id="re_1"),
+            Outcome(id=ids["taken"], claimed_at=claimed - 60, status="failed", attempts=1, error="timeout",
+                    next_attempt_at=claimed + 5),
+        ])
+    rows = {r["idempotency_key"]: r for r in await service.db.fetchall("SELECT * FROM email_messages")}
+    assert rows["ours"]["status"] == "sent" and rows["ours"]["provider_id"] == "re_1" and rows["ours"]["sent_at"]
+    assert rows["ours"]["claimed_at"] is None and rows["ours"]["attempts"] == 1
+    assert rows["taken"]["status"] == "sending" and rows["taken"]["attempts"] == 0
+    history = await service.db.fetchall("SELECT email_id, status, detail FROM email_message_events ORDER BY id")
+    assert [(h["email_id"], h["status"], h["detail"]) for h in history] == [(ids["ours"], "sent", "provider id re_1")]
 
 
 @pytest.mark.parametrize("env, message", [

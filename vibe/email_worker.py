@@ -214,6 +214,27 @@ class EmailWorker:
         return Outcome(**base, status="sent", provider_id=provider_id)
 
     async def _write_results(self, tx: Transaction, outcomes: list[Outcome]) -> list[None]:
+        """Each outcome's status, and a history line for it, unless the message's lease expired
+        and another claim owns the row now. PostgreSQL: one statement for the whole batch."""
+        if tx.dialect == "postgresql":
+            rows = [{"id": o.id, "claimed_at": o.claimed_at, "status": o.status, "attempts": o.attempts,
+                     "next_attempt_at": o.next_attempt_at, "last_error": o.error, "provider_id": o.provider_id,
+                     "sent_at": o.at if o.status == "sent" else None, "at": o.at, "detail": _detail(o)}
+                    for o in outcomes]
+            await tx.execute(
+                "WITH v AS (SELECT * FROM json_to_recordset(%s::json) AS v(id BIGINT, claimed_at DOUBLE PRECISION, "
+                "status TEXT, attempts INTEGER, next_attempt_at DOUBLE PRECISION, last_error TEXT, provider_id TEXT, "
+                "sent_at DOUBLE PRECISION, at DOUBLE PRECISION, detail TEXT)), "
+                "updated AS (UPDATE email_messages AS m SET status = v.status, attempts = v.attempts, "
+                "next_attempt_at = v.next_attempt_at, last_error = v.last_error, "
+                "provider_id = COALESCE(v.provider_id, m.provider_id), sent_at = v.sent_at, updated_at = v.at, "
+                "claimed_at = NULL FROM v WHERE m.id = v.id AND m.status = 'sending' AND m.claimed_at = v.claimed_at "
+                "RETURNING m.id, v.status, v.detail, v.at) "
+                "INSERT INTO email_message_events (email_id, status, detail, at) "
+                "SELECT id, status, detail, at FROM updated ORDER BY id",
+                (json.dumps(rows),),
+            )
+            return [None] * len(outcomes)
         for o in outcomes:
             updated = await tx.execute(
                 "UPDATE email_messages SET status = %s, attempts = %s, next_attempt_at = %s, last_error = %s, "
@@ -223,5 +244,10 @@ class EmailWorker:
                  o.at if o.status == "sent" else None, o.at, o.id, o.claimed_at),
             )
             if updated:  # else the lease expired and another claim owns the row now
-                record_event(tx, o.id, o.status, o.error or (f"provider id {o.provider_id}" if o.provider_id else None), o.at)
+                record_event(tx, o.id, o.status, _detail(o), o.at)
         return [None] * len(outcomes)
+
+
+def _detail(outcome: Outcome) -> str | None:
+    """The history line's detail: the error, else the provider's id for the message."""
+    return outcome.error or (f"provider id {outcome.provider_id}" if outcome.provider_id else None)
