@@ -57,6 +57,34 @@ def cpu_seconds(base: str) -> float | None:
         return None
 
 
+def machine_cpu_seconds() -> float | None:
+    """CPU seconds every core has spent busy so far (Linux /proc/stat), else None."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+class CpuSplit:
+    """Where the CPU went between `start()` and `stop(events)`: the service, this client, and the
+    rest of the machine (the database, mostly), in microseconds per event."""
+
+    def __init__(self, base: str):
+        self.base = base
+
+    def start(self) -> "CpuSplit":
+        self._readings = (cpu_seconds(self.base), machine_cpu_seconds(), sum(os.times()[:2]))
+        return self
+
+    def stop(self, events: int) -> dict[str, float] | None:
+        after = (cpu_seconds(self.base), machine_cpu_seconds(), sum(os.times()[:2]))
+        if None in self._readings or None in after or not events:
+            return None
+        service, machine, client = ((b - a) / events * 1e6 for a, b in zip(self._readings, after))
+        return {"service": service, "client": client, "rest": max(0.0, machine - service - client)}
+
+
 @contextlib.asynccontextmanager
 async def server(args: list[str], env: dict[str, str], port: int) -> AsyncIterator[str]:
     """Run `python ARGS` until /health (or /) answers; yield its base URL."""

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the project, not bench/ (bench/email.py is not the stdlib's)
 
-from bench.harness import (Load, bare_server, cpu_seconds, describe_machine, drive, free_port,  # noqa: E402
+from bench.harness import (CpuSplit, Load, bare_server, describe_machine, drive, free_port,  # noqa: E402
                            fresh_database, row, vibe_server)
 from vibe import stripe_signature  # noqa: E402
 from vibe.config import Settings  # noqa: E402
@@ -98,15 +98,15 @@ async def bench_database(kind: str, connections: list[int], count: int, workdir:
             for n in connections:
                 run = uuid.uuid4().hex[:6]
                 bodies = list(itertools.chain.from_iterable(events_for(i, run) for i in range(count // 3)))
-                bare_cpu = cpu_seconds(bare)
+                split = CpuSplit(bare).start()
                 baseline: Load = await drive(bare + "/functions/v1/stripe-webhook", signed(bodies), len(bodies), n)
-                bare_cpu = _used(bare_cpu, cpu_seconds(bare), len(bodies))
-                vibe_cpu = cpu_seconds(base)
+                bare_cpu = split.stop(len(bodies))
+                split = CpuSplit(base).start()
                 started = time.perf_counter()
                 load = await drive(base + "/functions/v1/stripe-webhook", signed(bodies), len(bodies), n)
                 stored += len(bodies)
                 finished = await wait_processed(database_url, stored)
-                vibe_cpu = _used(vibe_cpu, cpu_seconds(base), len(bodies))
+                vibe_cpu = split.stop(len(bodies))
                 processed_rate = len(bodies) / (finished - started)
                 print(row(f"bare aiohttp handler, {n} connections", baseline))
                 print(row(f"vibe webhook, {n} connections", load,
@@ -114,13 +114,12 @@ async def bench_database(kind: str, connections: list[int], count: int, workdir:
                 print(f"{'  stored and processed':38} {processed_rate:9,.0f}/s  "
                       f"({len(bodies)} events, all processed {finished - started:.2f} s after the first request)")
                 if vibe_cpu and bare_cpu:
-                    print(f"{'  server CPU per event':38} {vibe_cpu:9,.0f} us  (bare handler {bare_cpu:,.0f} us: "
-                          f"{vibe_cpu / bare_cpu:.1f}x; stored and processed, all the service's work included)")
-
-
-def _used(before: float | None, after: float | None, events: int) -> float | None:
-    """Microseconds of server CPU per event between two readings."""
-    return None if before is None or after is None else (after - before) / events * 1e6
+                    print(f"{'  CPU per event, service':38} {vibe_cpu['service']:9,.0f} us  (bare handler "
+                          f"{bare_cpu['service']:,.0f} us: {vibe_cpu['service'] / bare_cpu['service']:.1f}x; "
+                          "all the service's work, storing to processed)")
+                    print(f"{'  CPU per event, database and rest':38} {vibe_cpu['rest']:9,.0f} us  (bare run "
+                          f"{bare_cpu['rest']:,.0f} us); this client {vibe_cpu['client']:,.0f} us "
+                          f"(bare run {bare_cpu['client']:,.0f} us)")
 
 
 def main() -> None:
