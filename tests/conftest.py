@@ -135,12 +135,15 @@ class Service:
         return answers
 
     async def settle(self, timeout: float = 10.0) -> None:
-        """Wait until no stored event is due for processing."""
+        """Wait until no stored event is due for processing. An event waiting for a customer that
+        is linked by now counts as due: the transaction that linked it or the one that parked it
+        wakes it right after its COMMIT, and the test may look in between."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             due = await self.db.fetchval(
-                "SELECT COUNT(*) FROM stripe_events WHERE status IN ('pending', 'failed', 'waiting') "
-                "AND next_attempt_at <= %s", (time.time(),)
+                "SELECT COUNT(*) FROM stripe_events WHERE (status IN ('pending', 'failed', 'waiting') "
+                "AND next_attempt_at <= %s) OR (status = 'waiting' AND waiting_for IN "
+                "(SELECT customer_id FROM stripe_customers))", (time.time(),)
             )
             if not due:
                 return

@@ -10,7 +10,6 @@ Rollup keys are sorted, so concurrent transactions lock rows in the same order (
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
