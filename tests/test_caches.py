@@ -1,6 +1,7 @@
 """Caches: bounded by bytes, counted, fenced against races, and evicted by Stripe events,
 by user-management writes, and (PostgreSQL) across instances through LISTEN/NOTIFY."""
 
+import json
 import time
 import uuid
 
@@ -10,6 +11,7 @@ import pytest
 from conftest import load_event, make_event, postgres_only, wait_until
 
 import tokens
+from vibe.cache_sync import notifications
 from vibe.caches import DatabaseQueryCache, SizedCache, UserSessionCache, estimate_size
 from vibe.auth import Principal
 from vibe.keys import DB, QUERY_CACHE, USER_SESSION_CACHE
@@ -167,3 +169,11 @@ async def test_row_level_security_hides_other_users_rows(service):
             async with as_user(tx, a):
                 await tx.execute("INSERT INTO user_progress (user_id, resource_type, resource_id, status, progress, "
                                  "updated_at) VALUES (%s, 'workshop', '2', 'completed', 100, 0)", (b,))
+
+
+def test_notifications_name_each_user_once_and_stay_under_the_payload_limit():
+    users = [f"user-{i:05d}-{'x' * 40}" for i in range(400)]
+    payloads = notifications(users + users[:10])
+    assert len(payloads) > 1 and all(len(p.encode()) <= 8000 for p in payloads)
+    named = [u for p in payloads for u in json.loads(p)["users"]]
+    assert named == users  # each once, in order, none lost between payloads

@@ -3,9 +3,9 @@
 `user_created`, `user_changed` and `subscription_changed` (announced by the Stripe pipeline and
 by the user-management actions, inside their transaction) evict the user from this process's
 `UserSessionCache` and `DatabaseQueryCache` at once. On PostgreSQL the hook also sends
-`pg_notify` in the same transaction: PostgreSQL delivers it only if and when the transaction
-commits, to every instance listening, this one included (which evicts again, now after the
-commit). Each instance listens on a dedicated connection (`cache_listener_ctx`); after the
+`pg_notify` in the same transaction (one per transaction, naming all the users it changed):
+PostgreSQL delivers it only if and when the transaction commits, to every instance listening,
+this one included (which evicts again, now after the commit). Each instance listens on a dedicated connection (`cache_listener_ctx`); after the
 connection is lost and re-opened, it clears its caches, since notifications may have been missed.
 The channel is named after the schema, so instances of one deployment share it.
 """
@@ -36,16 +36,41 @@ def evict_user(app: web.Application, user_id: str) -> None:
 
 
 def apply(app: web.Application, payload: str) -> None:
-    """Apply one notification: `{"user": id}` or `{"content": true}`."""
+    """Apply one notification: `{"users": [id, ...]}`, `{"user": id}` or `{"content": true}`."""
     try:
         message = json.loads(payload)
     except ValueError:
         log.warning("cache notification is not JSON: %.100r", payload)
         return
-    if isinstance(message, dict) and isinstance(message.get("user"), str):
-        evict_user(app, message["user"])
-    elif isinstance(message, dict) and message.get("content"):
+    if not isinstance(message, dict):
+        return
+    users = message.get("users")
+    if isinstance(message.get("user"), str):
+        users = [message["user"]]
+    if isinstance(users, list):
+        for user_id in users:
+            if isinstance(user_id, str):
+                evict_user(app, user_id)
+    elif message.get("content"):
         app[CONTENT_CACHE].clear()
+
+
+NOTIFY_BYTES = 7000  # PostgreSQL's limit for a payload is 8000 bytes
+
+
+def notifications(user_ids: list[str]) -> list[str]:
+    """`{"users": [...]}` payloads for `user_ids` (each once, in order), each under NOTIFY_BYTES."""
+    payloads, batch, size = [], [], 0
+    for user_id in dict.fromkeys(user_ids):
+        cost = len(json.dumps(user_id)) + 2
+        if batch and size + cost > NOTIFY_BYTES:
+            payloads.append(json.dumps({"users": batch}))
+            batch, size = [], 0
+        batch.append(user_id)
+        size += cost
+    if batch:
+        payloads.append(json.dumps({"users": batch}))
+    return payloads
 
 
 class CacheInvalidation:
@@ -64,7 +89,13 @@ class CacheInvalidation:
         if ctx.tx.dialect == "postgresql":
             if self.channel is None:  # a hook before the listener started (the dispatcher starts first)
                 self.channel = channel_for(await ctx.tx.fetchval("SELECT current_schema()"))
-            ctx.tx.defer("SELECT pg_notify(%s, %s)", (self.channel, json.dumps({"user": user_id})))
+            # Gathered: one notification for the transaction's users, sent before it commits
+            # (a batch of Stripe events changes many), not one per change.
+            ctx.tx.collect(self._notify).append(user_id)
+
+    async def _notify(self, tx, user_ids: list[str]) -> None:
+        for payload in notifications(user_ids):
+            tx.defer("SELECT pg_notify(%s, %s)", (self.channel, payload))
 
     @hookimpl
     async def user_created(self, ctx, user):
