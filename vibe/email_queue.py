@@ -141,27 +141,31 @@ async def enqueue_for(ctx: DomainContext, user_id: str | None, type: str, data: 
     suppressed = "s.email IS NOT NULL"
     if template.category != "transactional":
         suppressed += " OR NOT COALESCE(c.subscribed, TRUE)"
-    ctx.tx.defer(
+    insert = (
         "INSERT INTO email_messages (idempotency_key, user_id, recipient, type, category, data, status, "
         "next_attempt_at, message_id, created_at, updated_at) "
         f"SELECT %s, p.id, LOWER(p.email), %s, %s, %s, CASE WHEN {suppressed} THEN 'suppressed' ELSE 'queued' END, "
         f"CASE WHEN {suppressed} THEN NULL ELSE %s END, %s, %s, %s "
         "FROM profiles p LEFT JOIN email_suppressions s ON s.email = LOWER(p.email) "
         "LEFT JOIN email_preferences c ON c.user_id = p.id AND c.category = %s "
-        "WHERE p.id = %s AND COALESCE(p.email, '') <> '' ON CONFLICT (idempotency_key) DO NOTHING",
-        (idempotency_key, type, template.category, json.dumps(data, sort_keys=True), ctx.now,
-         message_id_for(ctx.settings.email_from), ctx.now, ctx.now, template.category, user_id),
+        "WHERE p.id = %s AND COALESCE(p.email, '') <> '' ON CONFLICT (idempotency_key) DO NOTHING"
     )
-    # Its first history line, as `enqueue` writes it: only for a message that has none yet,
-    # that is, the one the statement above just created.
-    ctx.tx.defer(
-        "INSERT INTO email_message_events (email_id, status, detail, at) "
-        "SELECT m.id, m.status, CASE WHEN m.status = 'queued' THEN NULL "
-        "WHEN s.reason IS NOT NULL THEN 'address suppressed: ' || s.reason ELSE %s END, %s "
-        "FROM email_messages m LEFT JOIN email_suppressions s ON s.email = m.recipient "
-        "WHERE m.idempotency_key = %s AND NOT EXISTS (SELECT 1 FROM email_message_events e WHERE e.email_id = m.id)",
-        (f"unsubscribed from {template.category} mail", ctx.now, idempotency_key),
-    )
+    values = (idempotency_key, type, template.category, json.dumps(data, sort_keys=True), ctx.now,
+              message_id_for(ctx.settings.email_from), ctx.now, ctx.now, template.category, user_id)
+    # Its first history line, as `enqueue` writes it, for the message just created (none if the
+    # key was used before).
+    history = ("INSERT INTO email_message_events (email_id, status, detail, at) "
+               "SELECT m.id, m.status, CASE WHEN m.status = 'queued' THEN NULL "
+               "WHEN s.reason IS NOT NULL THEN 'address suppressed: ' || s.reason ELSE %s END, %s "
+               "FROM {messages} m LEFT JOIN email_suppressions s ON s.email = m.recipient")
+    detail = (f"unsubscribed from {template.category} mail", ctx.now)
+    if ctx.tx.dialect == "postgresql":  # one statement: the history line from the insert's RETURNING
+        ctx.tx.defer(f"WITH created AS ({insert} RETURNING id, status, recipient) "
+                     + history.format(messages="created"), (*values, *detail))
+    else:  # the new message is the one with this key and no history yet
+        ctx.tx.defer(insert, values)
+        ctx.tx.defer(history.format(messages="email_messages") + " WHERE m.idempotency_key = %s AND NOT EXISTS "
+                     "(SELECT 1 FROM email_message_events e WHERE e.email_id = m.id)", (*detail, idempotency_key))
 
 
 _HOOK_TEMPLATES: "weakref.WeakKeyDictionary[Any, tuple[list, dict[str, EmailTemplate]]]" = weakref.WeakKeyDictionary()
