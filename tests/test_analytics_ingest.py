@@ -55,6 +55,8 @@ async def test_each_endpoint_accepts_a_good_event(analytics, endpoint, propertie
     ("workshop-completion", {"workshop_id": "w", "score": 101}, {}, "properties.score"),
     ("workshop-completion", {"workshop_id": "w", "duration": -1}, {}, "properties.duration"),
     ("workshop-completion", {"workshop_id": "w", "score": True}, {}, "properties.score"),
+    ("page-view", {"path": "/\udfffpricing"}, {}, "properties.path"),
+    ("workshop-completion", {"workshop_id": "w\x00"}, {}, "properties.workshop_id"),
     ("business-metric", {"value": 3}, {}, "properties.name"),
     ("business-metric", {"name": "mrr"}, {}, "properties.value"),
     ("business-metric", {"name": "mrr", "value": "3"}, {}, "properties.value"),
@@ -87,6 +89,7 @@ async def test_each_endpoint_refuses_bad_fields(analytics, endpoint, properties,
     ({"event": "x", "user_id": "u", "context": "ctx"}, "context"),
     ({"event": "x", "user_id": "u", "properties": {"blob": "x" * 33000}}, "event"),
     ({"event": "x", "user_id": "u", "context": {"user_agent": 5}}, "context.user_agent"),
+    ({"event": "\ud800signup", "user_id": "u"}, "event"),  # a lone surrogate: no text column holds it
 ])
 async def test_the_envelope_is_validated(analytics, body, field):
     answer = await post(analytics, "event", body, status=400)

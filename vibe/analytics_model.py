@@ -21,6 +21,7 @@ import uuid
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from .database import Transaction
+from .validation import UNSTORABLE
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH = 100
@@ -28,7 +29,7 @@ SENDERS = frozenset({"user", "anonymous", "server"})
 ENVELOPE = frozenset({"event", "message_id", "timestamp", "sent_at", "user_id", "anonymous_id", "session_id",
                       "properties", "context"})
 _ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII without spaces
-_NAME = re.compile(r"^(?!\s)[^\x00-\x1f\x7f]{1,100}(?<!\s)$")  # any text but control characters
+_NAME = re.compile(r"^(?!\s)[^\x00-\x1f\x7f\ud800-\udfff]{1,100}(?<!\s)$")  # no control characters, no lone surrogates
 # Known crawlers, link unfurlers, monitors, automation and headless browsers, and HTTP libraries.
 _BOT = re.compile(
     r"bot\b|bot/|crawl|spider|slurp|mediapartners|facebookexternalhit|embedly|bingpreview|"
@@ -252,6 +253,9 @@ def text(props: Mapping[str, Any], field: str, *, required: bool = False, max_le
     if not isinstance(value, str) or not value.strip() or len(value) > max_len:
         raise EventInvalid(f"properties.{field}", f"properties.{field} must be a non-empty string of at most "
                                                   f"{max_len} characters")
+    if UNSTORABLE.search(value):  # it becomes a rollup key: a text column
+        raise EventInvalid(f"properties.{field}", f"properties.{field} may not contain NUL characters or "
+                                                  "unpaired UTF-16 surrogates")
     return value
 
 

@@ -51,7 +51,7 @@ def invalid(field: str, message: str) -> ApiError:
 
 # Characters no database text column can hold: PostgreSQL refuses NUL, and a lone surrogate
 # (valid in JSON as an escape) cannot be encoded as UTF-8.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _check_value(value: Any, spec: Field, name: str, problems: Problems) -> Any:
@@ -65,7 +65,7 @@ def _check_value(value: Any, spec: Field, name: str, problems: Problems) -> Any:
             problems.add(name, "must be a string")
             return None
         value = value.strip()
-        if _UNSTORABLE.search(value):
+        if UNSTORABLE.search(value):
             problems.add(name, "may not contain NUL characters or unpaired UTF-16 surrogates")
             return None
         if spec.max_length is not None and len(value) > spec.max_length:
