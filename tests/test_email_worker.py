@@ -34,16 +34,21 @@ async def test_shutdown_waits_for_sends_in_flight_and_records_them(start_email, 
     assert {r["status"] for r in rows} == {"sent"} and all(r["provider_id"] for r in rows)
 
 
+async def insert_sending(db, key: str, user: str, claimed: float) -> None:
+    """A welcome message some worker claimed at `claimed` and is sending."""
+    await db.execute(
+        "INSERT INTO email_messages (idempotency_key, user_id, recipient, type, category, data, status, "
+        "attempts, next_attempt_at, claimed_at, message_id, created_at, updated_at) "
+        "VALUES (%s, %s, %s, 'welcome', 'transactional', '{}', 'sending', 0, %s, %s, %s, %s, %s)",
+        (key, user, f"{user}@example.com", claimed, claimed, f"<{key}@localhost>", claimed, claimed),
+    )
+
+
 async def test_a_message_whose_sender_died_mid_send_is_taken_over(start_email):
     service = await start_email(EMAIL_SENDING_LEASE_SECONDS="60")
     user = await add_profile(service.db)
     for key, claimed in (("stale", time.time() - 120), ("fresh", time.time())):
-        await service.db.execute(
-            "INSERT INTO email_messages (idempotency_key, user_id, recipient, type, category, data, status, "
-            "attempts, next_attempt_at, claimed_at, message_id, created_at, updated_at) "
-            "VALUES (%s, %s, %s, 'welcome', 'transactional', '{}', 'sending', 0, %s, %s, %s, %s, %s)",
-            (key, user, f"{user}@example.com", claimed, claimed, f"<{key}@localhost>", claimed, claimed),
-        )
+        await insert_sending(service.db, key, user, claimed)
     stale = await service.db.fetchval("SELECT id FROM email_messages WHERE idempotency_key = 'stale'")
     row = await wait_status(service, stale, "sent")
     assert row["status"] == "sent"
@@ -57,12 +62,7 @@ async def test_a_result_for_a_lease_taken_over_is_not_written(start_email):
     user = await add_profile(service.db)
     claimed = time.time()
     for key in ("ours", "taken"):
-        await service.db.execute(
-            "INSERT INTO email_messages (idempotency_key, user_id, recipient, type, category, data, status, "
-            "attempts, next_attempt_at, claimed_at, message_id, created_at, updated_at) "
-            "VALUES (%s, %s, %s, 'welcome', 'transactional', '{}', 'sending', 0, %s, %s, %s, %s, %s)",
-            (key, user, f"{user}@example.com", claimed, claimed, f"<{key}@localhost>", claimed, claimed),
-        )
+        await insert_sending(service.db, key, user, claimed)
     ids = {r["idempotency_key"]: r["id"] for r in await service.db.fetchall(
         "SELECT id, idempotency_key FROM email_messages")}
     worker = EmailWorker(service.db, service.settings, None, None, None, None)
