@@ -86,14 +86,14 @@ async def subscription_changed(ctx, user_id, change):
 @hookimpl
 async def payment_succeeded(ctx, payment):
     tier = None
-    known = ctx.profiles.get(payment.get("user_id"))
-    if (known is not None and known["stripe_subscription_id"] == payment.get("subscription_id")
-            and known["subscription_status"] in GRANTING):
-        tier = known["tier"]  # the payer's profile is on this subscription's paid tier: no read
+    payer = await ctx.profile(payment["user_id"]) if payment.get("user_id") else None
+    if payer and payer["stripe_subscription_id"] == payment.get("subscription_id") \
+            and payer["subscription_status"] in GRANTING:
+        tier = payer["tier"]  # the payer is on this subscription's paid tier
     elif payment.get("subscription_id"):
         tier = await ctx.tx.fetchval("SELECT tier FROM subscriptions WHERE id = %s", (payment["subscription_id"],))
-    if tier is None and payment.get("user_id"):
-        tier = await ctx.tx.fetchval("SELECT tier FROM profiles WHERE id = %s", (payment["user_id"],))
+    if tier is None and payer:
+        tier = payer["tier"]
     await record(ctx, f"payment:{payment['id']}", payment.get("user_id"), float(payment["created"]), {
         "action": REVENUE, "tier": tier or "free", "amount": int(payment["amount"]),
         "currency": payment["currency"], "kind": payment.get("kind"), "payment_id": payment["id"],

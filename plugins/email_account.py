@@ -25,4 +25,4 @@ async def _welcome_data(tx, profile, data, now):
 
 @hookimpl
 async def user_created(ctx, user):
-    await enqueue_for(ctx, user["id"], "welcome", {}, f"welcome:{user['id']}", profile=user)
+    await enqueue_for(ctx, user["id"], "welcome", {}, f"welcome:{user['id']}")

@@ -7,13 +7,8 @@ from vibe.hookspecs import hookimpl
 async def payment_succeeded(ctx, payment):
     if not payment["user_id"] or payment["amount"] <= 0:
         return
-    known = ctx.profiles.get(payment["user_id"])  # the payer's profile, when the handler read it
-    if known is not None:
-        referrer = known["referred_by"]
-    else:
-        referrer = await ctx.tx.fetchval(
-            "SELECT referred_by FROM profiles WHERE id = %s AND referred_by IS NOT NULL", (payment["user_id"],)
-        )
+    payer = await ctx.profile(payment["user_id"])  # usually the one the handler read: no round trip
+    referrer = payer["referred_by"] if payer else None
     if not referrer or referrer == payment["user_id"]:
         return
     rate = ctx.settings.referral_commission_rate

@@ -44,6 +44,13 @@ class DomainContext:
         """Run domain hook `hook` in this transaction (e.g. `subscription_changed`)."""
         return await call_hook(self.pm, hook, ctx=self, **kwargs)
 
+    async def profile(self, user_id: str) -> dict[str, Any] | None:
+        """The user's profile as this unit of work last saw it (`profiles`), else read now."""
+        known = self.profiles.get(user_id)
+        if known is not None:
+            return known
+        return await self.tx.fetchone("SELECT * FROM profiles WHERE id = %s", (user_id,))
+
 
 @dataclasses.dataclass
 class StripeEventContext(DomainContext):

@@ -112,7 +112,7 @@ def _same(row: dict, user_id: str, type: str) -> dict:
 
 
 async def enqueue_for(ctx: DomainContext, user_id: str | None, type: str, data: Mapping[str, Any],
-                      idempotency_key: str, *, profile: Mapping[str, Any] | None = None) -> None:
+                      idempotency_key: str) -> None:
     """What a domain hook calls: queue in the hook's transaction, keyed by the cause.
 
     Nothing is read and nothing waits: the message is written by two deferred statements that
@@ -120,8 +120,8 @@ async def enqueue_for(ctx: DomainContext, user_id: str | None, type: str, data: 
     user's preference from the database as they are then. A user who is unknown or has no
     address gets no mail (the change still commits); a key already used queues nothing new.
     Bad data is a bug in the calling plugin and raises, rolling the change back to be retried.
-    A template with a `prepare` step needs the recipient's profile: pass `profile` (the hook
-    usually has it), else it is read first.
+    A template with a `prepare` step gets the recipient's profile from `ctx.profile` (no read
+    when this unit of work already has it, as `user_created` does).
     """
     if not user_id:
         return
@@ -133,10 +133,9 @@ async def enqueue_for(ctx: DomainContext, user_id: str | None, type: str, data: 
         raise EmailRejected(400, "invalid_email_data", f"data does not fit the {type} template", details=problems)
     data = dict(data)
     if template.prepare is not None:
+        profile = await ctx.profile(user_id)
         if profile is None:
-            profile = await ctx.tx.fetchone("SELECT * FROM profiles WHERE id = %s", (user_id,))
-            if profile is None:
-                return
+            return
         data = await template.prepare(ctx.tx, profile, data, ctx.now)
     suppressed = "s.email IS NOT NULL"
     if template.category != "transactional":
