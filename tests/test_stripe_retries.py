@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, make_event, run_cli
+from vibe.hookspecs import hookimpl
 
 FLAKY_DIR = str(ROOT / "tests" / "plugins_flaky")
 
@@ -97,3 +98,48 @@ async def test_replayed_billing_event_changes_nothing(service, env):
     assert code == 0, err
     assert json.loads(out)[0]["status"] == "processed"
     assert len((await service.user("user-1"))["payments"]) == 1
+
+
+class FailOneAttempt:
+    """Fails the named event's first attempt (its run in the batch, then alone in a savepoint),
+    after its handler and every domain hook have run: its billing analytics event has been
+    gathered for the batch's multi-row write by then."""
+
+    def __init__(self, event_id: str):
+        self.event_id, self.calls = event_id, 0
+
+    @hookimpl
+    def stripe_event_processed(self, ctx, event):
+        if event["id"] == self.event_id:
+            self.calls += 1
+            if self.calls <= 2:
+                raise RuntimeError("fails one attempt, late")
+
+
+async def test_an_event_failing_in_a_batch_leaves_nothing_gathered_behind(start_service):
+    """Rows gathered per batch (tx.collect) are written once for the events that committed: the
+    failed event's revenue event is dropped with its savepoint and written by its retry."""
+    ingest_only = await start_service(VIBE_STRIPE_WORKER="0")
+    customer = make_event("customer.created", {"id": "cus_batch", "object": "customer", "email": "b@example.com",
+                                               "metadata": {"user_id": "batch-user"}}, created=1_700_000_000)
+    invoices = [make_event("invoice.payment_succeeded", {
+        "id": f"in_batch{i}", "object": "invoice", "customer": "cus_batch", "amount_paid": 1000 * i,
+        "currency": "usd", "payment_intent": f"pi_batch{i}"}, created=1_700_000_010 + i) for i in (1, 2)]
+    for event in (customer, *invoices):
+        assert (await ingest_only.post_event(event)).status == 200
+    await ingest_only.client.close()
+
+    flaky = FailOneAttempt(invoices[0]["id"])
+    service = await start_service(extra_plugins=(flaky,), STRIPE_RETRY_BASE_SECONDS="2")  # retried after 1-2 s
+    await service.wait_status(invoices[1]["id"], "processed")
+
+    async def revenue_events():
+        rows = await service.db.fetchall(
+            "SELECT properties FROM analytics_events WHERE endpoint = 'subscription-event' ORDER BY ts")
+        return [json.loads(r["properties"])["amount"] for r in rows]
+
+    assert (await service.event_row(invoices[0]["id"]))["status"] == "failed"
+    assert await revenue_events() == [2000]  # not the copy gathered before the failure
+    await service.wait_status(invoices[0]["id"], "processed")
+    assert await revenue_events() == [1000, 2000]
+    assert await service.db.fetchval("SELECT SUM(amount) FROM analytics_revenue") == 3000
