@@ -1,7 +1,6 @@
 """Failures are retried from the stored row, dead-lettered, replayed; restarts resume the work."""
 
 import json
-from pathlib import Path
 
 import pytest
 
