@@ -42,6 +42,7 @@ class Watchdog:
         self.sent = 0
         self.failures = 0
         self.checks = 0
+        self.stopping = False
 
     def conditions(self, doc: dict[str, Any], window: dict[str, Any]) -> dict[str, str]:
         s = self.settings
@@ -105,7 +106,11 @@ class Watchdog:
             log.warning("alert %s (%s) not delivered to ALERT_WEBHOOK: %s", key, state, exc or type(exc).__name__)
 
     async def run(self) -> None:
-        while True:
+        # The flag as well as the cancel: on Python 3.11 asyncio.wait_for (inside the pool's
+        # acquire, say) can swallow a cancellation that lands as its inner future completes, and
+        # a loop that relied on the cancel alone then ran on and held shutdown for ever (seen:
+        # a test's teardown hung until pytest-timeout).
+        while not self.stopping:
             try:
                 await self.check_once()
             except Exception:  # the watchdog must outlive any surprise; it is logged each time
@@ -120,6 +125,7 @@ async def watchdog_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        watchdog.stopping = True
         if task is not None:
             task.cancel()
             try:
