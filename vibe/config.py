@@ -186,6 +186,7 @@ class Settings:
     db_idle_timeout_ms: int = 30000
     db_connection_timeout_ms: int = 10000
     db_connect_retries: int = 3
+    db_prepare_threshold: int = 3
 
     supabase_url: str = ""
     supabase_service_role_key: str = ""
@@ -318,6 +319,7 @@ class Settings:
             db_idle_timeout_ms=_int(env, "DB_IDLE_TIMEOUT", 30000, minimum=1),
             db_connection_timeout_ms=_int(env, "DB_CONNECTION_TIMEOUT", 10000, minimum=1),
             db_connect_retries=_int(env, "DB_CONNECT_RETRIES", 3),
+            db_prepare_threshold=_int(env, "DB_PREPARE_THRESHOLD", 3),
             supabase_url=_str(env, "SUPABASE_URL").rstrip("/"),
             supabase_service_role_key=_str(env, "SUPABASE_SERVICE_ROLE_KEY"),
             supabase_jwt_secret=_str(env, "SUPABASE_JWT_SECRET"),

@@ -195,4 +195,5 @@ def create_database(settings: Settings) -> Database:
         idle_timeout=settings.db_idle_timeout_ms / 1000,
         connect_timeout=settings.db_connection_timeout_ms / 1000,
         connect_retries=settings.db_connect_retries,
+        prepare_threshold=settings.db_prepare_threshold,
     )

@@ -18,6 +18,7 @@ import aiopg
 import psycopg2
 
 from .database import Database, DatabaseUnavailable, Params, Transaction
+from .pg_prepared import Statements
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +40,26 @@ def _is_unavailable(exc: BaseException) -> bool:
 class PostgresTransaction(Transaction):
     dialect = "postgresql"
 
-    def __init__(self, cursor: aiopg.Cursor):
+    def __init__(self, cursor: aiopg.Cursor, statements: Statements):
         super().__init__()
         self._cur = cursor
+        self._statements = statements
+        self._prepared = statements.on(cursor.connection)
 
-    async def _send(self, sql: str | bytes, params: Params = None) -> None:
+    async def _bind(self, sql: str, params: Params) -> bytes:
+        """One statement as the bytes to send: EXECUTE of its prepared form where it has one."""
+        if not params:
+            return sql.encode()
+        prepared = await self._statements.lookup(self._cur, self._prepared, sql, params)
+        if prepared is not None and prepared.accepts(params):
+            return self._cur.mogrify(prepared.execute, params)
+        return self._cur.mogrify(sql, params)
+
+    async def _send(self, sql: str, params: Params = None) -> None:
         """Run `sql` after the deferred statements, in one round trip (psycopg2 binds
         parameters on the client, so several statements go as one query string)."""
-        deferred = self._take_deferred()
-        if not deferred:
-            await self._cur.execute(sql, params or None)
-            return
-        mogrify = self._cur.mogrify
-        parts = [mogrify(s, p or None) if p else s.encode() for s, p in deferred]
-        parts.append(sql if isinstance(sql, bytes) else mogrify(sql, params or None) if params else sql.encode())
+        parts = [await self._bind(s, p) for s, p in self._take_deferred()]
+        parts.append(await self._bind(sql, params))
         await self._cur.execute(b";\n".join(parts))
 
     async def execute(self, sql: str, params: Params = None) -> int:
@@ -70,17 +77,19 @@ class PostgresTransaction(Transaction):
     async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
         # aiopg has no executemany. psycopg2 binds parameters on the client, so the statements
         # are bound one by one and sent together: one round trip for the whole batch.
-        bound = [self._cur.mogrify(sql, params) for params in seq]
+        bound = [await self._bind(sql, params) for params in seq]
         if bound:
-            await self._send(b";\n".join(bound))
+            parts = [await self._bind(s, p) for s, p in self._take_deferred()]
+            await self._cur.execute(b";\n".join(parts + bound))
 
 
 class PostgresDatabase(Database):
     dialect = "postgresql"
 
     def __init__(self, dsn: str, *, maxsize: int, idle_timeout: float, connect_timeout: float,
-                 connect_retries: int = 3):
+                 connect_retries: int = 3, prepare_threshold: int = 3):
         self.dsn = dsn
+        self.statements = Statements(prepare_threshold)
         self.maxsize = maxsize
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
@@ -171,7 +180,7 @@ class PostgresDatabase(Database):
         conn, cur = await self._begin()
         broken = False
         try:
-            tx = PostgresTransaction(cur)
+            tx = PostgresTransaction(cur, self.statements)
             try:
                 yield tx
                 await tx.flush_collected()
@@ -187,6 +196,10 @@ class PostgresDatabase(Database):
             if _is_unavailable(exc) or conn.closed:
                 broken = True
                 raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
+            if isinstance(exc, psycopg2.errors.FeatureNotSupported) and "cached plan" in str(exc):
+                # a migration changed what a prepared `SELECT *` returns: this connection's
+                # prepared statements are stale, so it goes, and the next one prepares afresh
+                broken = True
             raise
         except _UNAVAILABLE as exc:
             broken = True

@@ -21,6 +21,9 @@ from .email_templates import EmailTemplate, collect_templates
 
 SENDABLE = ("queued", "failed")
 FINAL = ("sent", "delivered", "bounced", "complained", "dead", "suppressed")
+# A time parameter in INSERT ... SELECT: typed, so that PostgreSQL can prepare the statement (a
+# bare parameter in a select list would be inferred as text; vibe/pg_prepared.py)
+_TIME = "CAST(%s AS DOUBLE PRECISION)"
 
 
 class EmailRejected(Exception):
@@ -144,7 +147,7 @@ async def enqueue_for(ctx: DomainContext, user_id: str | None, type: str, data: 
         "INSERT INTO email_messages (idempotency_key, user_id, recipient, type, category, data, status, "
         "next_attempt_at, message_id, created_at, updated_at) "
         f"SELECT %s, p.id, LOWER(p.email), %s, %s, %s, CASE WHEN {suppressed} THEN 'suppressed' ELSE 'queued' END, "
-        f"CASE WHEN {suppressed} THEN NULL ELSE %s END, %s, %s, %s "
+        f"CASE WHEN {suppressed} THEN NULL ELSE {_TIME} END, %s, {_TIME}, {_TIME} "
         "FROM profiles p LEFT JOIN email_suppressions s ON s.email = LOWER(p.email) "
         "LEFT JOIN email_preferences c ON c.user_id = p.id AND c.category = %s "
         "WHERE p.id = %s AND COALESCE(p.email, '') <> '' ON CONFLICT (idempotency_key) DO NOTHING"
@@ -155,7 +158,7 @@ async def enqueue_for(ctx: DomainContext, user_id: str | None, type: str, data: 
     # key was used before).
     history = ("INSERT INTO email_message_events (email_id, status, detail, at) "
                "SELECT m.id, m.status, CASE WHEN m.status = 'queued' THEN NULL "
-               "WHEN s.reason IS NOT NULL THEN 'address suppressed: ' || s.reason ELSE %s END, %s "
+               "WHEN s.reason IS NOT NULL THEN 'address suppressed: ' || s.reason ELSE %s END, " + _TIME + " "
                "FROM {messages} m LEFT JOIN email_suppressions s ON s.email = m.recipient")
     detail = (f"unsubscribed from {template.category} mail", ctx.now)
     if ctx.tx.dialect == "postgresql":  # one statement: the history line from the insert's RETURNING
