@@ -142,3 +142,19 @@ async def test_status_is_visible_to_its_user_and_privileged_callers_only(start_e
     assert resp.status == 401
     resp = await service.client.get(f"{QUEUE}/999999", headers=tokens.auth(tokens.admin_token()))
     assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
+
+
+async def test_an_outbox_that_cannot_be_written_fails_the_attempt_and_the_retry_delivers(start_email):
+    service = await start_email(EMAIL_RETRY_BASE_SECONDS="0.2", EMAIL_RETRY_MAX_SECONDS="0.2")
+    folder = service.settings.data_dir / "outbox"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_text("a file where the outbox folder should be")
+    user = await add_profile(service.db)
+    body = await (await queue(service, user, "payment_confirmation", {"amount": 100, "currency": "usd"})).json()
+    failed = await wait_status(service, body["id"], "failed")
+    assert failed["last_error"].startswith("outbox: ") and failed["attempts"] >= 1
+    folder.unlink()  # the operator fixes it: the next attempt writes the mail
+    sent = await wait_status(service, body["id"], "sent")
+    assert sent["attempts"] >= 2
+    [mail] = outbox(service)
+    assert mail["Subject"] == "Your receipt: $1.00 paid" and not list(folder.glob("*.tmp"))
