@@ -152,7 +152,7 @@ def test_which_values_fit_an_inferred_type(value, pgtype, expected):
 
 
 @postgres_only
-async def test_a_migration_that_changes_a_prepared_select_costs_one_failure_not_the_connection(db):
+async def test_a_migration_that_changes_a_prepared_select_costs_one_failure(db):
     select = "SELECT * FROM items WHERE id = %s"
     async with db.transaction() as tx:
         await tx.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
@@ -162,5 +162,5 @@ async def test_a_migration_that_changes_a_prepared_select_costs_one_failure_not_
     with pytest.raises(psycopg2.errors.FeatureNotSupported):  # the plan PostgreSQL cached is stale
         async with db.transaction() as tx:
             await tx.fetchone(select, (1,))
-    async with db.transaction() as tx:  # a fresh connection prepares it again
+    async with db.transaction() as tx:  # the same connection (the pool has one) prepares it again
         assert await tx.fetchone(select, (1,)) == {"id": 1, "name": "a", "score": None, "note": None}

@@ -60,7 +60,17 @@ class PostgresTransaction(Transaction):
         parameters on the client, so several statements go as one query string)."""
         parts = [await self._bind(s, p) for s, p in self._take_deferred()]
         parts.append(await self._bind(sql, params))
-        await self._cur.execute(b";\n".join(parts))
+        await self._run(b";\n".join(parts))
+
+    async def _run(self, query: bytes) -> None:
+        try:
+            await self._cur.execute(query)
+        except psycopg2.errors.FeatureNotSupported as exc:
+            if "cached plan" in str(exc):
+                # A migration changed what a prepared `SELECT *` returns. This unit of work
+                # fails like any other; the connection prepares its statements afresh.
+                self._prepared.clear()
+            raise
 
     async def execute(self, sql: str, params: Params = None) -> int:
         await self._send(sql, params)
@@ -80,7 +90,7 @@ class PostgresTransaction(Transaction):
         bound = [await self._bind(sql, params) for params in seq]
         if bound:
             parts = [await self._bind(s, p) for s, p in self._take_deferred()]
-            await self._cur.execute(b";\n".join(parts + bound))
+            await self._run(b";\n".join(parts + bound))
 
 
 class PostgresDatabase(Database):
@@ -196,10 +206,6 @@ class PostgresDatabase(Database):
             if _is_unavailable(exc) or conn.closed:
                 broken = True
                 raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
-            if isinstance(exc, psycopg2.errors.FeatureNotSupported) and "cached plan" in str(exc):
-                # a migration changed what a prepared `SELECT *` returns: this connection's
-                # prepared statements are stale, so it goes, and the next one prepares afresh
-                broken = True
             raise
         except _UNAVAILABLE as exc:
             broken = True
