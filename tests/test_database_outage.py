@@ -70,3 +70,31 @@ async def test_connections_killed_by_the_server_are_replaced_without_losing_requ
     assert killed >= 1
     answers = await service.deliver(customer_event(2), customer_event(3))
     assert [a["duplicate"] for a in answers] == [False, False]
+
+
+@postgres_only
+async def test_a_lock_never_released_fails_the_wait_and_the_pool_goes_on(database_url):
+    import psycopg2
+
+    from vibe.config import Settings
+    from vibe.database import DatabaseUnavailable, create_database
+
+    db = create_database(Settings.from_env({"DATABASE_URL": database_url, "DB_CONNECTION_TIMEOUT": "2000",
+                                            "MAX_DB_CONNECTIONS": "1"}))
+    assert db.lock_timeout == 62  # DB_CONNECTION_TIMEOUT + 60 s, as aiopg's own timeout was
+    db.lock_timeout = 0.2  # to see it act within a test
+    await db.open()
+    holder = psycopg2.connect(database_url)
+    try:
+        await db.execute("CREATE TABLE held (id INTEGER PRIMARY KEY)")
+        await db.execute("INSERT INTO held VALUES (1)")
+        with holder.cursor() as cur:  # a transaction that keeps the row locked
+            cur.execute("SELECT * FROM held WHERE id = 1 FOR UPDATE")
+        with pytest.raises(DatabaseUnavailable, match="lock timeout"):  # 503 to a client: try later
+            await db.execute("UPDATE held SET id = 2 WHERE id = 1")
+        # the pool goes on, on a new connection with the same bound
+        assert await db.fetchval("SHOW lock_timeout") == "200ms"
+        assert await db.fetchval("SELECT COUNT(*) FROM held") == 1
+    finally:
+        holder.close()
+        await db.close()
