@@ -13,6 +13,7 @@ from vibe.config import Settings
 from vibe.database import create_database
 from vibe.pg_prepared import fits, numbered
 
+
 async def open_db(database_url, threshold):
     db = create_database(Settings.from_env({"DATABASE_URL": database_url, "MAX_DB_CONNECTIONS": "1",
                                             "DB_PREPARE_THRESHOLD": str(threshold)}))
