@@ -62,16 +62,12 @@ class PostgresTransaction(Transaction):
             return self._cur.mogrify(prepared.execute, params)
         return self._cur.mogrify(sql, params)
 
-    async def _send(self, sql: str, params: Params = None) -> None:
-        """Run `sql` after the deferred statements, in one round trip (psycopg2 binds
+    async def _send(self, statements: Iterable[tuple[str, Params]]) -> None:
+        """Run `statements` after the deferred ones, in one round trip (psycopg2 binds
         parameters on the client, so several statements go as one query string)."""
-        parts = [await self._bind(s, p) for s, p in self._take_deferred()]
-        parts.append(await self._bind(sql, params))
-        await self._run(b";\n".join(parts))
-
-    async def _run(self, query: bytes) -> None:
+        parts = [await self._bind(s, p) for s, p in (*self._take_deferred(), *statements)]
         try:
-            await self._cur.execute(query)
+            await self._cur.execute(b";\n".join(parts))
         except psycopg2.errors.FeatureNotSupported as exc:
             if "cached plan" in str(exc):
                 # A migration changed what a prepared `SELECT *` returns. This unit of work
@@ -80,12 +76,12 @@ class PostgresTransaction(Transaction):
             raise
 
     async def execute(self, sql: str, params: Params = None) -> int:
-        await self._send(sql, params)
+        await self._send([(sql, params)])
         return self._cur.rowcount
 
     async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
         cur = self._cur
-        await self._send(sql, params)
+        await self._send([(sql, params)])
         if cur.description is None:
             return []
         names = [d[0] for d in cur.description]
@@ -94,10 +90,9 @@ class PostgresTransaction(Transaction):
     async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
         # aiopg has no executemany. psycopg2 binds parameters on the client, so the statements
         # are bound one by one and sent together: one round trip for the whole batch.
-        bound = [await self._bind(sql, params) for params in seq]
-        if bound:
-            parts = [await self._bind(s, p) for s, p in self._take_deferred()]
-            await self._run(b";\n".join(parts + bound))
+        statements = [(sql, params) for params in seq]
+        if statements:
+            await self._send(statements)
 
 
 class PostgresDatabase(Database):
