@@ -49,7 +49,9 @@ class DomainContext:
         known = self.profiles.get(user_id)
         if known is not None:
             return known
-        return await self.tx.fetchone("SELECT * FROM profiles WHERE id = %s", (user_id,))
+        from .billing import get_profile  # billing builds on this module
+
+        return await get_profile(self.tx, user_id)
 
 
 @dataclasses.dataclass
