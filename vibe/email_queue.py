@@ -57,13 +57,7 @@ async def enqueue(tx: Transaction, templates: Mapping[str, EmailTemplate], *, us
     a caller batching several requests in one transaction needs no savepoint per request.
     """
     now = time.time() if now is None else now
-    template = templates.get(type)
-    if template is None:
-        raise EmailRejected(400, "unknown_email_type", f"no email template named {type!r}",
-                            details={"known": sorted(templates)})
-    problems = template.validate(data)
-    if problems:
-        raise EmailRejected(400, "invalid_email_data", f"data does not fit the {type} template", details=problems)
+    template = _checked_template(templates, type, data)
     # One round trip for the common case: the user, their address's suppression, their choice
     # for the category, and whether this key was already used.
     profile = await tx.fetchone(
@@ -87,9 +81,9 @@ async def enqueue(tx: Transaction, templates: Mapping[str, EmailTemplate], *, us
         data = await template.prepare(tx, profile, data, now)
     status, detail = "queued", None
     if profile["suppressed"]:
-        status, detail = "suppressed", f"address suppressed: {profile['suppressed']}"
+        status, detail = "suppressed", ADDRESS_SUPPRESSED + profile["suppressed"]
     elif template.category != "transactional" and profile["subscribed"] is not None and not profile["subscribed"]:
-        status, detail = "suppressed", f"unsubscribed from {template.category} mail"
+        status, detail = "suppressed", _unsubscribed(template.category)
     row = {"idempotency_key": idempotency_key, "user_id": user_id, "recipient": profile["email"].lower(),
            "type": type, "category": template.category, "data": json.dumps(data, sort_keys=True),
            "status": status, "next_attempt_at": now if status == "queued" else None,
@@ -105,6 +99,26 @@ async def enqueue(tx: Transaction, templates: Mapping[str, EmailTemplate], *, us
     row.update(id=inserted[0]["id"], attempts=0)
     record_event(tx, row["id"], status, detail, now)
     return row, True
+
+
+def _checked_template(templates: Mapping[str, EmailTemplate], type: str, data: Mapping[str, Any]) -> EmailTemplate:
+    """The template named `type`, after checking `data` against it (EmailRejected if not)."""
+    template = templates.get(type)
+    if template is None:
+        raise EmailRejected(400, "unknown_email_type", f"no email template named {type!r}",
+                            details={"known": sorted(templates)})
+    problems = template.validate(data)
+    if problems:
+        raise EmailRejected(400, "invalid_email_data", f"data does not fit the {type} template", details=problems)
+    return template
+
+
+# The history's detail for a message not sent: the address's suppression reason follows.
+ADDRESS_SUPPRESSED = "address suppressed: "
+
+
+def _unsubscribed(category: str) -> str:
+    return f"unsubscribed from {category} mail"
 
 
 def _same(row: dict, user_id: str, type: str) -> dict:
@@ -128,12 +142,7 @@ async def enqueue_for(ctx: DomainContext, user_id: str | None, type: str, data: 
     """
     if not user_id:
         return
-    template = hook_templates(ctx.pm, ctx.settings).get(type)
-    if template is None:
-        raise EmailRejected(400, "unknown_email_type", f"no email template named {type!r}")
-    problems = template.validate(data)
-    if problems:
-        raise EmailRejected(400, "invalid_email_data", f"data does not fit the {type} template", details=problems)
+    template = _checked_template(hook_templates(ctx.pm, ctx.settings), type, data)
     data = dict(data)
     if template.prepare is not None:
         profile = await ctx.profile(user_id)
@@ -158,9 +167,9 @@ async def enqueue_for(ctx: DomainContext, user_id: str | None, type: str, data: 
     # key was used before).
     history = ("INSERT INTO email_message_events (email_id, status, detail, at) "
                "SELECT m.id, m.status, CASE WHEN m.status = 'queued' THEN NULL "
-               "WHEN s.reason IS NOT NULL THEN 'address suppressed: ' || s.reason ELSE %s END, " + _TIME + " "
+               "WHEN s.reason IS NOT NULL THEN %s || s.reason ELSE %s END, " + _TIME + " "
                "FROM {messages} m LEFT JOIN email_suppressions s ON s.email = m.recipient")
-    detail = (f"unsubscribed from {template.category} mail", ctx.now)
+    detail = (ADDRESS_SUPPRESSED, _unsubscribed(template.category), ctx.now)
     if ctx.tx.dialect == "postgresql":  # one statement: the history line from the insert's RETURNING
         ctx.tx.defer(f"WITH created AS ({insert} RETURNING id, status, recipient) "
                      + history.format(messages="created"), (*values, *detail))
