@@ -141,6 +141,10 @@ class Database(_Reads, abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    async def abort(self) -> None:
+        """Close at once, connections still in use included (a shutdown past its grace)."""
+        await self.close()
+
     @abc.abstractmethod
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]: ...
 

@@ -115,12 +115,13 @@ class PostgresDatabase(Database):
         for attempt in range(self.connect_retries + 1):
             try:
                 # libpq ignores connect_timeout on a non-blocking connect: bound it here
-                self._pool = await asyncio.wait_for(aiopg.create_pool(
-                    self.dsn, minsize=1, maxsize=self.maxsize, timeout=None, on_connect=self._on_connect,
-                    pool_recycle=self.idle_timeout, enable_hstore=False, enable_json=False,
-                    enable_uuid=False, connect_timeout=max(1, int(self.connect_timeout)),
-                    **_keepalives(self.dsn),
-                ), self.connect_timeout)
+                async with asyncio.timeout(self.connect_timeout):
+                    self._pool = await aiopg.create_pool(
+                        self.dsn, minsize=1, maxsize=self.maxsize, timeout=None, on_connect=self._on_connect,
+                        pool_recycle=self.idle_timeout, enable_hstore=False, enable_json=False,
+                        enable_uuid=False, connect_timeout=max(1, int(self.connect_timeout)),
+                        **_keepalives(self.dsn),
+                    )
                 return
             except _UNAVAILABLE as exc:
                 if attempt == self.connect_retries:
@@ -142,10 +143,23 @@ class PostgresDatabase(Database):
             cur.close()
 
     async def close(self) -> None:
+        """Close the idle connections, then wait until those in use come back and close them."""
         if self._pool is not None:
             self._pool.close()
             await self._pool.wait_closed()
             self._pool = None
+
+    async def abort(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        in_use = pool.size - pool.freesize
+        if in_use:
+            log.error("closing the pool with %d connection(s) still in use: their transactions roll back", in_use)
+        pool.terminate()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):  # the idle ones close at once; one being opened may not
+                await pool.wait_closed()
 
     def pool_state(self) -> dict[str, int]:
         pool = self._pool
@@ -160,7 +174,11 @@ class PostgresDatabase(Database):
         try:
             for _ in range(3):
                 try:
-                    return await asyncio.wait_for(self._pool.acquire(), self.connect_timeout)
+                    # Not asyncio.wait_for: on Python 3.11 it acquires in a task of its own, and a
+                    # cancel that lands as that task gets its connection loses the connection:
+                    # it stays "in use" for ever and the pool's close waits for it (issue 20).
+                    async with asyncio.timeout(self.connect_timeout):
+                        return await self._pool.acquire()
                 except AssertionError:
                     # aiopg's `assert not conn.closed`: a pooled connection the server closed
                     # (pg_terminate_backend, a restart) while the pool was filling; aiopg has
@@ -169,6 +187,8 @@ class PostgresDatabase(Database):
             raise DatabaseUnavailable("postgresql: the pool kept handing out closed connections")
         except asyncio.TimeoutError as exc:
             raise DatabaseUnavailable("postgresql: no connection free within DB_CONNECTION_TIMEOUT") from exc
+        except RuntimeError as exc:  # aiopg: "Cannot acquire connection after closing pool"
+            raise DatabaseUnavailable("postgresql: pool is closed") from exc
         except _UNAVAILABLE as exc:
             raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
         finally:
@@ -200,6 +220,11 @@ class PostgresDatabase(Database):
                     raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
                 if self._pool is not None:
                     await self._pool.clear()
+            except BaseException:
+                # cancelled (a shutdown) while BEGIN was on its way: without this the connection
+                # stayed "in use" for ever, and the pool's close waited for it (issue 20)
+                await self._release(conn, broken=True)
+                raise
         raise AssertionError("unreachable")
 
     @contextlib.asynccontextmanager

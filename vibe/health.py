@@ -78,12 +78,15 @@ def cache_ratios(app: web.Application) -> dict[str, dict]:
     return out
 
 
+DATABASE_DOWN = "database unavailable: "
+
+
 async def run_probe(app: web.Application, function: str, probe: Probe) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         result = dict(await probe(app))
     except DatabaseUnavailable as exc:
-        result = {"status": "unhealthy", "error": f"database unavailable: {exc}"}
+        result = {"status": "unhealthy", "error": f"{DATABASE_DOWN}{exc}"}
     result.setdefault("status", "healthy")
     result["latency_ms"] = round((time.perf_counter() - start) * 1000, 2)
     return result
@@ -104,6 +107,9 @@ async def snapshot(app: web.Application) -> dict[str, Any]:
     probes = app.get(HEALTH_PROBES, {})
     results = await asyncio.gather(*(run_probe(app, name, p) for name, p in probes.items()))
     body["functions"] = dict(zip(probes, results))
+    lost = next((r["error"] for r in results if r.get("error", "").startswith(DATABASE_DOWN)), None)
+    if lost and body["database"]["reachable"]:  # it went away between the ping and the probes
+        body["database"].update(reachable=False, error=lost[len(DATABASE_DOWN):])
     if "events" in body["functions"].get("stripe-webhook", {}):  # the seed's field, kept for its readers
         body["stripe_events"] = body["functions"]["stripe-webhook"]["events"]
     body["queues"] = {q: n for r in results for q, n in r.get("queues", {}).items()}
