@@ -10,13 +10,14 @@ import asyncio
 import copy
 import io
 import json
+import logging
 import os
 import sys
 import time
 import urllib.parse
 import uuid
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import psycopg2
 import pytest
@@ -27,6 +28,9 @@ from vibe.app import create_app
 from vibe.config import Settings
 from vibe.keys import DB, DISPATCHER
 from vibe.plugin_host import build_plugin_manager
+from vibe.shutdown import describe
+
+pytest_plugins = ["hang_guard"]  # on a pytest-timeout, every asyncio task's stack
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stripe"
 SECRET = "whsec_test_primary_secret"
@@ -172,20 +176,67 @@ class Service:
         return await user_billing(self.db, user_id)
 
 
+class LogsAfterStop(logging.Handler):
+    """Whatever is logged once `stopped` is set: a task of a stopped service still at work."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.stopped = False
+        self.late: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stopped:
+            self.late.append(f"{record.name} {record.levelname}: {record.getMessage()}")
+
+
+async def tasks_left(before: set[asyncio.Task], settle: float = 1.0) -> list[asyncio.Task]:
+    """Tasks that were not there at `before` and are still running `settle` seconds on."""
+    deadline = time.monotonic() + settle
+    while True:
+        left = [t for t in asyncio.all_tasks() if t not in before and t is not asyncio.current_task()]
+        if not left or time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(0.01)
+
+
+async def stop_services(clients: list, before: set[asyncio.Task], late: LogsAfterStop) -> None:
+    """Stop the services (each app's own shutdown); fail if a task they started is still running
+    afterwards, or if anything is logged after the stop."""
+    for client in clients:
+        await client.close()
+    late.stopped = True
+    left = await tasks_left(before)
+    assert not left, "tasks still running after the services stopped:\n" + "\n".join(map(describe, left))
+    await asyncio.sleep(0.05)  # a log call from a loop that ended late would land here
+    assert not late.late, "logged after the services stopped:\n" + "\n".join(late.late)
+
+
 @pytest.fixture
-def start_service(env, aiohttp_client) -> Callable[..., Awaitable[Service]]:
+async def start_service(env, aiohttp_client) -> AsyncIterator[Callable[..., Awaitable[Service]]]:
     """`await start_service(extra_plugins=(...), **env_overrides)` -> Service.
 
-    `env` comes before `aiohttp_client` so that the apps stop before the database is dropped.
+    At the end of the test every service it started stops (the application's own shutdown),
+    and the test fails if a task a service started is still running afterwards, or if anything
+    is logged after the stop. `env` comes before `aiohttp_client` so that the apps stop before
+    the database is dropped.
     """
+    services: list[Service] = []
+    before = asyncio.all_tasks()
+    late = LogsAfterStop()
+    logging.getLogger().addHandler(late)
 
     async def start(*, extra_plugins: tuple = (), **overrides: str) -> Service:
         settings = Settings.from_env({**env, **overrides})
         pm = build_plugin_manager(settings, extra=extra_plugins)
         client = await aiohttp_client(create_app(settings, pm=pm))
-        return Service(client, settings)
+        services.append(Service(client, settings))
+        return services[-1]
 
-    return start
+    try:
+        yield start
+        await stop_services([s.client for s in services], before, late)
+    finally:
+        logging.getLogger().removeHandler(late)
 
 
 @pytest.fixture

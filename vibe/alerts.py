@@ -27,7 +27,7 @@ from aiohttp import web
 
 from . import health
 from .config import Settings
-from .keys import HTTP_SESSION, METRICS, SETTINGS, WATCHDOG
+from .keys import HTTP_SESSION, METRICS, SETTINGS, SHUTDOWN, WATCHDOG
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,5 @@ async def watchdog_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         watchdog.stopping = True
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            task.cancel()  # its sleep or its check: it ends now, or at the deadline
+            await app[SHUTDOWN].stop("alert watchdog", [task])

@@ -22,7 +22,7 @@ from .auth import principal_of
 from .database import Transaction
 from .errors import ApiError
 from .groupcommit import GroupCommitter
-from .keys import ANALYTICS, DB, SETTINGS
+from .keys import ANALYTICS, DB, SETTINGS, SHUTDOWN
 
 MAX_BODY = 500 * 1024
 
@@ -94,7 +94,7 @@ async def committer_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         committer, state.committer = state.committer, None
-        await committer.close()
+        await app[SHUTDOWN].stop("analytics batcher", committer.stop())
 
 
 async def read_body(request: web.Request, limit: int = MAX_BODY) -> bytes:

@@ -10,7 +10,6 @@ A failing job is logged with its traceback and tried again at its next turn.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import AsyncIterator, Awaitable, Callable
@@ -19,8 +18,9 @@ from aiohttp import web
 
 from .analytics_queries import refresh_business_views
 from .analytics_store import delete_expired
-from .database import Database
-from .keys import ANALYTICS, DB, SETTINGS
+from .database import Database, DatabaseUnavailable
+from .keys import ANALYTICS, DB, SETTINGS, SHUTDOWN
+from .shutdown import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,14 @@ async def run_jobs(jobs: list[Job], stop: asyncio.Event) -> None:
             if due[name] <= now:
                 try:
                     await job()
+                except DatabaseUnavailable as exc:
+                    log.warning("analytics job %s: database unavailable (%s); it runs again in %.0fs",
+                                name, exc, interval)
                 except Exception:
                     log.exception("analytics job %s failed; it runs again in %.0fs", name, interval)
                 due[name] = time.monotonic() + interval
         wait = max(0.0, min(due.values()) - time.monotonic())
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=wait)
+        await wait_event(stop, wait)
 
 
 async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -84,4 +86,4 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         stop.set()
-        await asyncio.wait_for(task, timeout=30)
+        await app[SHUTDOWN].stop("analytics jobs", [task])

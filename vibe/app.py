@@ -17,12 +17,13 @@ from .database import create_database
 from .dispatcher import Dispatcher
 from .groupcommit import GroupCommitter
 from .inbox import store_events
-from .keys import (DB, DISPATCHER, HTTP_SESSION, PLUGINS, SETTINGS, STARTED_AT, STRIPE_HANDLERS, STRIPE_INBOX,
-                   TOKEN_VERIFIER)
+from .keys import (DB, DISPATCHER, HTTP_SESSION, PLUGINS, SETTINGS, SHUTDOWN, STARTED_AT, STRIPE_HANDLERS,
+                   STRIPE_INBOX, TOKEN_VERIFIER)
 from .middlewares import error_middleware, request_id_middleware
 from .ratelimit import ratelimit_middleware
 from .migrations import migrate
 from .plugin_host import build_plugin_manager
+from .shutdown import Shutdown
 from .stripe_registry import collect_stripe_handlers
 
 
@@ -34,7 +35,10 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         await migrate(db)
         yield
     finally:
-        await db.close()
+        # Last to stop. A connection still out (a task cut short past the grace) would hold
+        # the pool's close for ever: past the deadline, the connections are closed outright.
+        if not await app[SHUTDOWN].wait("database pool", db.close()):
+            await app[SHUTDOWN].wait("database pool, closing at once", db.abort())
 
 
 async def http_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -50,7 +54,7 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await session.close()
+        await app[SHUTDOWN].wait("HTTP client session", session.close())
 
 
 async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -70,10 +74,10 @@ async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await app[STRIPE_INBOX].close()
+        shutdown = app[SHUTDOWN]
+        await shutdown.stop("stripe inbox", app[STRIPE_INBOX].stop())
         dispatcher.stop()
-        if tasks:
-            await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+        await shutdown.stop("stripe dispatcher", tasks)
 
 
 def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) -> web.Application:
@@ -93,6 +97,7 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     app[SETTINGS] = settings
     app[PLUGINS] = pm
     app[STARTED_AT] = time.time()
+    app[SHUTDOWN] = Shutdown(settings.shutdown_grace_seconds)
     app[STRIPE_HANDLERS] = collect_stripe_handlers(pm, settings)
     app.cleanup_ctx.append(http_ctx)
     app.cleanup_ctx.append(database_ctx)

@@ -13,7 +13,6 @@ The channel is named after the schema, so instances of one deployment share it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -24,7 +23,7 @@ import psycopg2
 from aiohttp import web
 
 from .hookspecs import hookimpl
-from .keys import CONTENT_CACHE, QUERY_CACHE, SETTINGS, USER_SESSION_CACHE
+from .keys import CONTENT_CACHE, QUERY_CACHE, SETTINGS, SHUTDOWN, USER_SESSION_CACHE
 from .progress import overview_key
 
 log = logging.getLogger(__name__)
@@ -156,7 +155,6 @@ def listener_ctx(invalidation: CacheInvalidation):
             yield
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await app[SHUTDOWN].stop("cache listener", [task])
 
     return cache_listener_ctx

@@ -295,6 +295,8 @@ class Settings:
     http_keepalive_seconds: float = 30.0
     http_max_header_bytes: int = 8190
     http_max_headers: int = 64
+    # how long the background work may take to stop at shutdown, all of it together
+    shutdown_grace_seconds: float = 10.0
 
     @property
     def dialect(self) -> str:
@@ -401,6 +403,7 @@ class Settings:
             http_keepalive_seconds=_float(env, "HTTP_KEEPALIVE_SECONDS", 30.0, minimum=0.1),
             http_max_header_bytes=_int(env, "HTTP_MAX_HEADER_BYTES", 8190, minimum=1024),
             http_max_headers=_int(env, "HTTP_MAX_HEADERS", 64, minimum=16),
+            shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.1),
         )
 
 

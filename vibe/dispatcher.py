@@ -30,6 +30,7 @@ from .database import Database, DatabaseUnavailable, Transaction, rows_source
 from .billing import type_rank
 from .outcomes import EventOutcome, WaitForCustomer
 from .stripe_registry import Handler
+from .shutdown import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,7 @@ class Dispatcher:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, unless new work (a stored event: the database is back) wakes us first."""
-        try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+        await wait_event(self._wake, seconds)
 
     def stop(self) -> None:
         self._stopping = True

@@ -18,6 +18,7 @@ from .config import Settings
 from .database import Database, DatabaseUnavailable
 from .email_queue import EmailRejected, enqueue
 from .email_templates import EmailTemplate
+from .shutdown import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,4 @@ class EmailScheduler:
                 log.warning("email schedule: database unavailable (%s)", exc)
             except Exception:
                 log.exception("email schedule: pass failed; next pass as scheduled")
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.settings.email_schedule_seconds)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._stop, self.settings.email_schedule_seconds)

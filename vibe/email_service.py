@@ -21,7 +21,7 @@ from .email_templates import EmailRenderer, collect_templates
 from .email_worker import EmailWorker
 from .groupcommit import GroupCommitter
 from .keys import (BREAKERS, DB, EMAIL_PAGES, EMAIL_QUEUE, EMAIL_RENDERER, EMAIL_SCHEDULER, EMAIL_UNSUBSCRIBE,
-                   EMAIL_WORKER, HTTP_SESSION, PLUGINS, SETTINGS)
+                   EMAIL_WORKER, HTTP_SESSION, PLUGINS, SETTINGS, SHUTDOWN)
 from .resilience import BreakerRegistry
 from .resources import TEMPLATES_DIR
 
@@ -37,7 +37,7 @@ async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await app[EMAIL_QUEUE].close()
+        await app[SHUTDOWN].stop("email queue batcher", app[EMAIL_QUEUE].stop())
 
 
 async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -52,12 +52,9 @@ async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         worker.stop()
-        if task is not None:
-            try:
-                await asyncio.wait_for(task, timeout=settings.email_send_timeout_seconds + 30)
-            except asyncio.TimeoutError:
-                log.error("email worker did not finish its sends in time; they are retried after the lease")
-        await sender.close()
+        # sends cut short past the grace are sent again once their lease runs out
+        await app[SHUTDOWN].stop("email worker", [task])
+        await app[SHUTDOWN].wait("email sender", sender.close())
 
 
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -71,8 +68,7 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         scheduler.stop()
-        if task is not None:
-            await asyncio.wait_for(task, timeout=60)
+        await app[SHUTDOWN].stop("email scheduler", [task])
 
 
 async def health_probe(app: web.Application) -> dict:

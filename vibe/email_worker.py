@@ -28,6 +28,7 @@ from .email_templates import EmailRenderer
 from .groupcommit import GroupCommitter
 from .resilience import HALF_OPEN, OPEN, CircuitBreaker, backoff_delay
 from .unsubscribe import UnsubscribeLinks
+from .shutdown import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,7 @@ class EmailWorker:
                 wait = self.settings.email_poll_seconds
                 if self.breaker.state == OPEN:
                     wait = max(0.01, min(wait, self.breaker.retry_in()))
-                try:
-                    await asyncio.wait_for(self._wake.wait(), wait)
-                except asyncio.TimeoutError:
-                    pass
+                await wait_event(self._wake, wait)
                 self._wake.clear()
         finally:
             while self._tasks:
@@ -195,7 +193,8 @@ class EmailWorker:
             return Outcome(**{**base, "attempts": attempts - 1}, status="queued",
                            next_attempt_at=time.time() + self.breaker.retry_in(), error="circuit breaker open")
         try:
-            provider_id = await asyncio.wait_for(self.sender.send(message), self.settings.email_send_timeout_seconds)
+            async with asyncio.timeout(self.settings.email_send_timeout_seconds):  # see shutdown.wait_event
+                provider_id = await self.sender.send(message)
         except (SendError, asyncio.TimeoutError, OSError) as exc:
             transient = getattr(exc, "transient", True)
             error = str(exc) or type(exc).__name__

@@ -108,8 +108,12 @@ class GroupCommitter(Generic[T, R]):
         self.pending -= total
         return self._queue[:take], self._queue[take:]
 
+    def stop(self) -> list[asyncio.Task]:
+        """Take no more items; return the flushes still running, for the caller to wait for.
+        (Once closed, no flush starts, so the list only shrinks.)"""
+        self._closed = True
+        return list(self._tasks)
+
     async def close(self) -> None:
         """Stop taking items and finish the batches already taken (graceful shutdown)."""
-        self._closed = True
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await asyncio.gather(*self.stop(), return_exceptions=True)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .analytics_ingest import AnalyticsState
     from .dispatcher import Dispatcher
     from .groupcommit import GroupCommitter
+    from .shutdown import Shutdown
     from .stripe_registry import Handler
 
 import aiohttp
@@ -27,6 +28,7 @@ STARTED_AT = web.AppKey("started_at", float)
 STRIPE_HANDLERS = web.AppKey("stripe_handlers", dict[str, "Handler"])
 STRIPE_INBOX = web.AppKey("stripe_inbox", "GroupCommitter")
 DISPATCHER = web.AppKey("dispatcher", "Dispatcher")
+SHUTDOWN = web.AppKey("shutdown", "Shutdown")  # the deadline the resources share as they stop
 
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 TOKEN_VERIFIER = web.AppKey("token_verifier", TokenVerifier)

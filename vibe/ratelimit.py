@@ -37,7 +37,7 @@ from .auth import AuthError
 from .config import Settings
 from .database import DatabaseUnavailable
 from .errors import error_response
-from .keys import DB, LOAD_MONITOR, RATE_LIMITER, REQUEST_ID, SETTINGS, TRUSTED_NETS
+from .keys import DB, LOAD_MONITOR, RATE_LIMITER, REQUEST_ID, SETTINGS, SHUTDOWN, TRUSTED_NETS
 from .sessions import identify
 
 WEBHOOK_PATH = "/functions/v1/stripe-webhook"
@@ -264,10 +264,7 @@ async def ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        await app[SHUTDOWN].stop("load monitor", [task])
 
 
 def setup(app: web.Application) -> None:

@@ -18,11 +18,12 @@ import asyncio
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import sys
 import time
 
-from . import __version__, logs
+from . import __version__, logs, shutdown
 from .config import Settings, ensure_webhook_secret
 
 log = logging.getLogger("vibe.serve")
@@ -41,17 +42,64 @@ def init_sentry(settings: Settings) -> None:
                     release=f"vibe@{__version__}", send_default_pii=False)
 
 
-def run_worker(settings: Settings, host: str, port: int, shutdown_timeout: float, reuse_port: bool) -> None:
-    """One serving process (the only one, or a worker started by the parent)."""
+async def _serve(app, host: str, port: int, shutdown_timeout: float, reuse_port: bool) -> None:
+    """Serve until SIGTERM or SIGINT, then stop: the listening socket first, the requests in
+    flight within `shutdown_timeout`, then every cleanup context within SHUTDOWN_GRACE_SECONDS
+    (vibe/shutdown.py). A stop that still overruns both (a resource that bypasses the shared
+    deadline) is logged with every task's stack and abandoned, so the process always exits."""
     from aiohttp import web
 
+    from .keys import SETTINGS
+
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+        await stopping.wait()
+        log.info("stopping")
+    finally:
+        cleanup = asyncio.create_task(runner.cleanup(), name="vibe: stop")
+        bound = shutdown_timeout + app[SETTINGS].shutdown_grace_seconds + 5
+        done, _ = await asyncio.wait([cleanup], timeout=bound)
+        if done:
+            cleanup.result()
+        else:
+            log.error("shutdown: still not stopped after %.0f s; giving up on:\n%s", bound, shutdown.describe_all())
+
+
+def _finish(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is left on the loop; exit at once if a task will not end even then."""
+    left = asyncio.all_tasks(loop)
+    for task in left:
+        task.cancel()
+    if left:
+        _, stuck = loop.run_until_complete(asyncio.wait(left, timeout=shutdown.CANCEL_WAIT))
+        if stuck:
+            log.error("shutdown: exiting with tasks that did not end:\n%s",
+                      "\n".join(shutdown.describe(t) for t in stuck))
+            logging.shutdown()
+            os._exit(1)
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+
+
+def run_worker(settings: Settings, host: str, port: int, shutdown_timeout: float, reuse_port: bool) -> None:
+    """One serving process (the only one, or a worker started by the parent)."""
     from .app import create_app
 
     logs.configure(settings.log_level, settings.log_format)
     init_sentry(settings)
     app = create_app(settings)
-    web.run_app(app, host=host, port=port, print=None, access_log=None, reuse_port=reuse_port or None,
-                shutdown_timeout=shutdown_timeout, handle_signals=True)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_serve(app, host, port, shutdown_timeout, reuse_port))
+    finally:
+        _finish(loop)
 
 
 def _migrate_once(settings: Settings) -> None:
@@ -112,8 +160,6 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         print("error: --workers must be at least 1", file=sys.stderr)
         return 2
     if settings.env == "production":
-        import os
-
         errors = [r for r in check(os.environ) if r.error]
         if errors:
             print("refusing to start: the production configuration has errors "
