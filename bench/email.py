@@ -168,7 +168,7 @@ async def post_all(url: str, bodies: list[dict], headers: dict, concurrency: int
 
 async def queue_waits(url: str) -> list[float]:
     from vibe.config import Settings
-    from vibe.database import create_database
+    from vibe.db.database import create_database
 
     db = create_database(Settings.from_env({"DATABASE_URL": url}))
     await db.open()

@@ -45,7 +45,7 @@ import aiohttp  # noqa: E402
 from bench.harness import ROOT, describe_machine, free_port, fresh_database  # noqa: E402
 from bench.soak_mix import Mix  # noqa: E402
 from vibe.config import Settings  # noqa: E402
-from vibe.database import create_database  # noqa: E402
+from vibe.db.database import create_database  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

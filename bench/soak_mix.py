@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import jwt
 
-from vibe import stripe_signature
+from vibe.billing import signature as stripe_signature
 
 JWT_SECRET = "soak-jwt-secret-with-at-least-thirty-two-characters"
 WEBHOOK_SECRET = "whsec_soak"

@@ -90,7 +90,7 @@ def rss_bytes() -> int:
 
 
 async def bench_rate_limit_memory(keys: int) -> None:
-    from vibe.ratelimit import LoadMonitor, RateLimiter
+    from vibe.web.ratelimit import LoadMonitor, RateLimiter
 
     print(f"\n== rate-limit buckets: {keys:,} distinct client keys ==")
     for max_keys in (Settings().rate_limit_max_keys, keys):

@@ -29,9 +29,9 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the project, not be
 
 from bench.harness import (CpuSplit, Load, bare_server, describe_machine, drive, free_port,  # noqa: E402
                            fresh_database, row, vibe_server)
-from vibe import stripe_signature  # noqa: E402
+from vibe.billing import signature as stripe_signature# noqa: E402
 from vibe.config import Settings  # noqa: E402
-from vibe.database import create_database  # noqa: E402
+from vibe.db.database import create_database  # noqa: E402
 
 SECRET = "whsec_bench"
 PRICE = "price_bench_pro"

@@ -1,9 +1,9 @@
 """Analytics endpoint `business-metric`: a named numeric figure a server reports (write key or
 service token only), summed per name per day."""
 
-from vibe.analytics_model import AnalyticsEndpoint, check_name, number, text
-from vibe.analytics_store import day, upsert_sum
-from vibe.hookspecs import hookimpl
+from vibe.analytics.model import AnalyticsEndpoint, check_name, number, text
+from vibe.analytics.store import day, upsert_sum
+from vibe.plugins.hookspecs import hookimpl
 
 
 def metric_properties(props):

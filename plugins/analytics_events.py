@@ -1,7 +1,7 @@
 """Analytics endpoints `event` (any named event) and `user-behavior` (what a learner did in the UI)."""
 
-from vibe.analytics_model import AnalyticsEndpoint, number, text
-from vibe.hookspecs import hookimpl
+from vibe.analytics.model import AnalyticsEndpoint, number, text
+from vibe.plugins.hookspecs import hookimpl
 
 
 def event_properties(props):

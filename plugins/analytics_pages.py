@@ -3,9 +3,9 @@
 from collections import Counter
 from urllib.parse import urlsplit
 
-from vibe.analytics_model import AnalyticsEndpoint, EventInvalid, text
-from vibe.analytics_store import day, upsert_sum
-from vibe.hookspecs import hookimpl
+from vibe.analytics.model import AnalyticsEndpoint, EventInvalid, text
+from vibe.analytics.store import day, upsert_sum
+from vibe.plugins.hookspecs import hookimpl
 
 MAX_PATH = 1024
 

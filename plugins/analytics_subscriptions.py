@@ -4,11 +4,11 @@ revenue and subscription events the billing pipeline's hooks record in their own
 import re
 import uuid
 
-from vibe.analytics_model import AnalyticsEndpoint, Event, EventInvalid, choice, number
-from vibe.analytics_store import day, store_events, upsert_sum
-from vibe.billing import GRANTING
+from vibe.analytics.model import AnalyticsEndpoint, Event, EventInvalid, choice, number
+from vibe.analytics.store import day, store_events, upsert_sum
+from vibe.billing.state import GRANTING
 from vibe.config import TIERS
-from vibe.hookspecs import hookimpl
+from vibe.plugins.hookspecs import hookimpl
 
 ACTIONS = ("subscribed", "upgraded", "downgraded", "renewed", "canceled", "reactivated", "updated", "payment")
 REVENUE = "payment"  # the action that is money received; the others describe the lifecycle

@@ -1,9 +1,9 @@
 """Analytics endpoint `workshop-completion`: a workshop id (score and duration optional), counted
 per workshop per day with score and duration sums for averages."""
 
-from vibe.analytics_model import AnalyticsEndpoint, number, text
-from vibe.analytics_store import day, upsert_sum
-from vibe.hookspecs import hookimpl
+from vibe.analytics.model import AnalyticsEndpoint, number, text
+from vibe.analytics.store import day, upsert_sum
+from vibe.plugins.hookspecs import hookimpl
 
 
 def completion_properties(props):

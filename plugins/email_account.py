@@ -1,8 +1,8 @@
 """Account mail: the welcome email, queued when a profile is created."""
 
-from vibe.email_queue import enqueue_for
-from vibe.email_templates import EmailTemplate
-from vibe.hookspecs import hookimpl
+from vibe.email.queue import enqueue_for
+from vibe.email.templates import EmailTemplate
+from vibe.plugins.hookspecs import hookimpl
 
 
 @hookimpl

@@ -1,6 +1,6 @@
 """Referral commissions: the referrer of a paying user earns a share of each payment, once."""
 
-from vibe.hookspecs import hookimpl
+from vibe.plugins.hookspecs import hookimpl
 
 
 @hookimpl

@@ -1,9 +1,9 @@
 """checkout.session.completed: link customer and subscription to the user; one-time payments."""
 
-from vibe import billing
-from vibe.hookspecs import hookimpl
-from vibe.outcomes import EventIgnored
-from vibe.payments import record_payment, success_key
+from vibe.billing import state as billing
+from vibe.billing.outcomes import EventIgnored
+from vibe.billing.payments import record_payment, success_key
+from vibe.plugins.hookspecs import hookimpl
 
 
 async def checkout_completed(ctx):

@@ -1,8 +1,8 @@
 """customer.created: link the Stripe customer to a user."""
 
-from vibe import billing
-from vibe.hookspecs import hookimpl
-from vibe.outcomes import EventIgnored
+from vibe.billing import state as billing
+from vibe.billing.outcomes import EventIgnored
+from vibe.plugins.hookspecs import hookimpl
 
 
 async def customer_created(ctx):

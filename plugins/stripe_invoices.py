@@ -1,8 +1,8 @@
 """invoice.payment_succeeded / invoice.payment_failed: record the money or the failure."""
 
-from vibe import billing
-from vibe.hookspecs import hookimpl
-from vibe.payments import record_payment, success_key
+from vibe.billing import state as billing
+from vibe.billing.payments import record_payment, success_key
+from vibe.plugins.hookspecs import hookimpl
 
 
 async def _context(ctx):

@@ -1,8 +1,13 @@
 """payment_intent.succeeded and charge.dispute.created."""
 
-from vibe import billing
-from vibe.hookspecs import hookimpl
-from vibe.payments import record_dispute, record_payment, success_key, user_for_charge
+from vibe.billing import state as billing
+from vibe.billing.payments import (
+    record_dispute,
+    record_payment,
+    success_key,
+    user_for_charge,
+)
+from vibe.plugins.hookspecs import hookimpl
 
 
 async def payment_intent_succeeded(ctx):

@@ -1,8 +1,8 @@
 """customer.subscription.created/updated/deleted: the user's tier and subscription state."""
 
-from vibe import billing
-from vibe.hookspecs import hookimpl
-from vibe.outcomes import EventStale
+from vibe.billing import state as billing
+from vibe.billing.outcomes import EventStale
+from vibe.plugins.hookspecs import hookimpl
 
 ENDED = ("canceled", "unpaid", "incomplete_expired")
 

@@ -23,12 +23,12 @@ import psycopg2
 import pytest
 
 import tokens
-from vibe import stripe_signature
-from vibe.app import create_app
+from vibe.billing import signature as stripe_signature
+from vibe.web.app import create_app
 from vibe.config import Settings
 from vibe.keys import DB, DISPATCHER
-from vibe.plugin_host import build_plugin_manager
-from vibe.shutdown import describe
+from vibe.plugins.host import build_plugin_manager
+from vibe.web.shutdown import describe
 
 pytest_plugins = ["hang_guard"]  # on a pytest-timeout, every asyncio task's stack
 
@@ -171,7 +171,7 @@ class Service:
         return await self.event_row(event_id)
 
     async def user(self, user_id: str) -> dict | None:
-        from vibe.cli_users import user_billing
+        from vibe.users.cli import user_billing
 
         return await user_billing(self.db, user_id)
 

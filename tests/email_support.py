@@ -19,7 +19,7 @@ from aiosmtpd.smtp import SMTP, AuthResult
 
 import tokens
 from conftest import wait_until
-from vibe import svix
+from vibe.email import svix
 
 SVIX_SECRET = "whsec_" + base64.b64encode(b"resend-webhook-test-secret-32byt").decode()
 QUEUE = "/functions/v1/email-notifications"

@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from vibe.shutdown import describe_all
+from vibe.web.shutdown import describe_all
 
 
 @pytest.hookimpl(wrapper=True)

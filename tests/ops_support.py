@@ -5,7 +5,7 @@ import logging
 
 from aiohttp import web
 
-from vibe.hookspecs import hookimpl
+from vibe.plugins.hookspecs import hookimpl
 
 
 class TroublePlugin:

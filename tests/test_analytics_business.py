@@ -6,7 +6,7 @@ import uuid
 import tokens
 from analytics_support import WRITE_KEY, at, get, post, stored
 from conftest import load_event, postgres_only, wait_until
-from vibe.analytics_queries import refresh_business_views
+from vibe.analytics.queries import refresh_business_views
 from vibe.keys import ANALYTICS
 
 

@@ -12,7 +12,7 @@ import pytest
 from analytics_support import PREFIX, WRITE_KEY
 from conftest import ROOT
 from vibe.config import Settings
-from vibe.database import create_database
+from vibe.db.database import create_database
 
 
 def free_port() -> int:

@@ -5,12 +5,12 @@ import pytest
 import tokens
 from analytics_support import WRITE_KEY, browser, post, stored
 from conftest import ROOT
-from vibe.analytics_model import AnalyticsEndpoint, collect_endpoints
-from vibe.app import create_app
+from vibe.analytics.model import AnalyticsEndpoint, collect_endpoints
+from vibe.web.app import create_app
 from vibe.config import Settings
-from vibe.hookspecs import hookimpl
+from vibe.plugins.hookspecs import hookimpl
 from vibe.keys import ANALYTICS
-from vibe.plugin_host import PluginError, build_plugin_manager
+from vibe.plugins.host import PluginError, build_plugin_manager
 
 EXAMPLE = str(ROOT / "examples" / "analytics_plugin")
 

@@ -11,11 +11,11 @@ import pytest
 from conftest import load_event, make_event, postgres_only, wait_until
 
 import tokens
-from vibe.cache_sync import notifications
-from vibe.caches import DatabaseQueryCache, SizedCache, UserSessionCache, estimate_size
-from vibe.auth import Principal
+from vibe.users.cache_sync import notifications
+from vibe.users.caches import DatabaseQueryCache, SizedCache, UserSessionCache, estimate_size
+from vibe.web.auth import Principal
 from vibe.keys import DB, QUERY_CACHE, USER_SESSION_CACHE
-from vibe.row_security import as_user
+from vibe.db.row_security import as_user
 
 PATH = "/functions/v1/user-management"
 PRO_ITEM = {"resource_type": "workshop", "resource_id": "6"}

@@ -119,7 +119,7 @@ async def test_stripe_sign_prints_the_header_stripe_would_send(env, tmp_path):
     payload.write_bytes(b'{"id": "evt_1"}')
     code, out, _ = await run_cli("stripe", "sign", str(payload), "--secret", "whsec_abc", "--timestamp", "1700000000",
                                  env=env)
-    from vibe.stripe_signature import sign
+    from vibe.billing.signature import sign
 
     assert code == 0 and out.strip() == sign(b'{"id": "evt_1"}', "whsec_abc", 1700000000)
 

@@ -77,7 +77,7 @@ async def test_a_lock_never_released_fails_the_wait_and_the_pool_goes_on(databas
     import psycopg2
 
     from vibe.config import Settings
-    from vibe.database import DatabaseUnavailable, create_database
+    from vibe.db.database import DatabaseUnavailable, create_database
 
     db = create_database(Settings.from_env({"DATABASE_URL": database_url, "DB_CONNECTION_TIMEOUT": "2000",
                                             "MAX_DB_CONNECTIONS": "1"}))

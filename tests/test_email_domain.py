@@ -12,7 +12,7 @@ import tokens
 
 from conftest import ROOT, load_event, make_event
 from email_support import add_profile, outbox, start_email, wait_status  # noqa: F401
-from vibe.email_schedule import iso_week, run_schedule
+from vibe.email.schedule import iso_week, run_schedule
 from vibe.keys import EMAIL_RENDERER
 
 

@@ -102,7 +102,7 @@ async def test_dead_letters_after_max_attempts_and_retry_requeues(start_email, f
     row = await wait_status(service, email_id, "dead")
     assert row["attempts"] == 3 and len(fake_resend.requests) == 3
     fake_resend.down = False
-    from vibe.cli_email import requeue_dead
+    from vibe.email.cli import requeue_dead
     from vibe.keys import EMAIL_WORKER
 
     assert await requeue_dead(service.db) == [email_id]

@@ -7,9 +7,9 @@ from conftest import ROOT
 
 from vibe import cli
 from vibe.config import Settings
-from vibe.email_templates import EmailRenderer, EmailTemplate, TemplateError, collect_templates, format_money
-from vibe.hookspecs import hookimpl
-from vibe.plugin_host import build_plugin_manager
+from vibe.email.templates import EmailRenderer, EmailTemplate, TemplateError, collect_templates, format_money
+from vibe.plugins.hookspecs import hookimpl
+from vibe.plugins.host import build_plugin_manager
 
 TYPES = {"welcome", "payment_confirmation", "payment_failed", "workshop_completion", "achievement",
          "subscription_expiring", "weekly_progress", "referral_commission"}

@@ -7,8 +7,8 @@ import pytest
 
 from email_support import add_profile, fake_resend, queue, resend_env, start_email, wait_status  # noqa: F401
 from vibe.config import ConfigError, Settings
-from vibe.database import create_database
-from vibe.email_worker import EmailWorker, Outcome
+from vibe.db.database import create_database
+from vibe.email.worker import EmailWorker, Outcome
 
 
 async def test_shutdown_waits_for_sends_in_flight_and_records_them(start_email, fake_resend):

@@ -4,8 +4,8 @@ arrives (the finished flush task must not be counted as still running)."""
 import asyncio
 
 from vibe.config import Settings
-from vibe.database import create_database
-from vibe.groupcommit import GroupCommitter
+from vibe.db.database import create_database
+from vibe.db.groupcommit import GroupCommitter
 
 
 async def test_a_submit_right_after_an_answer_is_flushed(database_url):

@@ -1,6 +1,6 @@
 """GET /openapi.json describes every route the router serves, and nothing it does not."""
 
-from vibe.openapi import OPERATIONS
+from vibe.web.openapi import OPERATIONS
 
 
 async def test_the_document_matches_the_router(service):

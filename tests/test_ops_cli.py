@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from conftest import make_event, run_cli
+from conftest import run_cli
 from live_service import LiveService
 from vibe.config import Settings
-from vibe.database import create_database
+from vibe.db.database import create_database
 
 pytestmark = pytest.mark.slow
 

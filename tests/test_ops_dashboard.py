@@ -7,7 +7,6 @@ import re
 import shutil
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
 

@@ -2,12 +2,11 @@
 
 import json
 import logging
-import time
 
 import tokens
 from conftest import make_event
 from ops_support import TroublePlugin
-from vibe.logs import JsonFormatter, RequestIdFilter
+from vibe.ops.logs import JsonFormatter, RequestIdFilter
 
 
 async def test_health_is_healthy_with_every_part_reported(service):

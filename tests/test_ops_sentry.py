@@ -13,7 +13,7 @@ pytest.importorskip("sentry_sdk", reason="the sentry extra is not installed")
 
 PLUGIN = '''
 from aiohttp import web
-from vibe.hookspecs import hookimpl
+from vibe.plugins.hookspecs import hookimpl
 
 @hookimpl
 def register_routes(app):

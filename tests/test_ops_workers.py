@@ -9,9 +9,9 @@ import pytest
 
 from conftest import SECRET, make_event
 from live_service import LiveService
-from vibe import stripe_signature
+from vibe.billing import signature as stripe_signature
 from vibe.config import Settings
-from vibe.database import create_database
+from vibe.db.database import create_database
 
 pytestmark = pytest.mark.slow
 

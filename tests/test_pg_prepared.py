@@ -10,8 +10,8 @@ import pytest
 
 from conftest import postgres_only
 from vibe.config import Settings
-from vibe.database import create_database
-from vibe.pg_prepared import fits, numbered
+from vibe.db.database import create_database
+from vibe.db.prepared import fits, numbered
 
 
 async def open_db(database_url, threshold):

@@ -4,11 +4,11 @@ import pytest
 
 from conftest import ROOT, make_event, run_cli
 from test_stripe_effects import fixture, link_user
-from vibe.app import create_app
+from vibe.web.app import create_app
 from vibe.config import Settings
-from vibe.hookspecs import hookimpl
+from vibe.plugins.hookspecs import hookimpl
 from vibe.keys import DISPATCHER
-from vibe.plugin_host import PluginError, build_plugin_manager
+from vibe.plugins.host import PluginError, build_plugin_manager
 
 EXAMPLES = str(ROOT / "examples" / "plugins")
 
@@ -109,7 +109,7 @@ async def test_a_failing_domain_hook_rolls_the_whole_event_back(start_service):
 
 
 def test_every_hook_is_documented():
-    from vibe import hookspecs
+    from vibe.plugins import hookspecs
 
     docs = (ROOT / "docs" / "plugins.md").read_text()
     names = [n for n in dir(hookspecs) if not n.startswith("_") and hasattr(getattr(hookspecs, n), "vibe_spec")]

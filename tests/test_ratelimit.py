@@ -11,7 +11,7 @@ from conftest import load_event, wait_until
 import tokens
 from vibe.config import Settings
 from vibe.keys import LOAD_MONITOR, RATE_LIMITER
-from vibe.ratelimit import LoadMonitor, RateLimiter
+from vibe.web.ratelimit import LoadMonitor, RateLimiter
 
 PATH = "/functions/v1/user-management"
 CHECK = {"action": "check_access", "data": {"resource_type": "commandment", "resource_id": "1"}}

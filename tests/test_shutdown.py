@@ -14,12 +14,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from conftest import ROOT, SECRET, LogsAfterStop, make_event, stop_services, wait_until
 from live_service import LiveService
-from vibe import stripe_signature
-from vibe.app import create_app
+from vibe.billing import signature as stripe_signature
+from vibe.web.app import create_app
 from vibe.config import Settings
-from vibe.database import create_database
-from vibe.hookspecs import hookimpl
-from vibe.plugin_host import build_plugin_manager
+from vibe.db.database import create_database
+from vibe.plugins.hookspecs import hookimpl
+from vibe.plugins.host import build_plugin_manager
 
 STUCK_DIR = str(ROOT / "tests" / "plugins_stuck")
 GRACE = 1.5

@@ -5,7 +5,7 @@ import collections
 import uuid
 
 from conftest import make_event
-from vibe.hookspecs import hookimpl
+from vibe.plugins.hookspecs import hookimpl
 
 
 class Counter:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import ROOT, make_event, run_cli
-from vibe.hookspecs import hookimpl
+from vibe.plugins.hookspecs import hookimpl
 
 FLAKY_DIR = str(ROOT / "tests" / "plugins_flaky")
 

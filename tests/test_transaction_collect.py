@@ -4,7 +4,7 @@ savepoint that rolls back gathered is dropped with it; a transaction that fails 
 import pytest
 
 from vibe.config import Settings
-from vibe.database import create_database
+from vibe.db.database import create_database
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 import tokens
-from vibe.hookspecs import hookimpl
+from vibe.plugins.hookspecs import hookimpl
 
 PATH = "/functions/v1/user-management"
 

@@ -5,7 +5,7 @@ import json
 import time
 
 from conftest import SECRET, load_event, make_event
-from vibe import stripe_signature
+from vibe.billing import signature as stripe_signature
 
 
 async def count_events(service) -> int:

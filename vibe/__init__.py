@@ -1,3 +1,10 @@
-"""vibe: the back end of the Vibe Coding Bible (Stripe billing, users, analytics, email)."""
+"""vibe: the back end of the Vibe Coding Bible (Stripe billing, users, analytics, email).
 
-__version__ = "0.1.0"
+One subpackage per concern; docs/architecture.md is the map.
+"""
+
+from vibe import deprecated
+
+__version__ = "0.2.0"
+
+deprecated.install()  # the flat layout's import paths, for one more release

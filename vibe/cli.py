@@ -14,11 +14,13 @@ import logging
 import sys
 from typing import Any, AsyncIterator, Sequence
 
-from . import __version__, logs
-from .config import ConfigError, Settings
-from .database import Database, DatabaseUnavailable, create_database
-from .migrations import migrate, status as migration_status
-from .plugin_host import PluginError, build_plugin_manager
+from vibe import __version__
+from vibe.config import ConfigError, Settings
+from vibe.db.database import Database, DatabaseUnavailable, create_database
+from vibe.db.migrations import migrate
+from vibe.db.migrations import status as migration_status
+from vibe.ops import logs
+from vibe.plugins.host import PluginError, build_plugin_manager
 
 log = logging.getLogger("vibe")
 
@@ -45,7 +47,7 @@ def print_json(value: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from .serving import serve
+    from vibe.web.serving import serve
 
     return serve(args, settings)
 

@@ -7,19 +7,19 @@ from typing import TYPE_CHECKING
 import pluggy
 from aiohttp import web
 
-from .config import Settings
-from .database import Database
+from vibe.config import Settings
+from vibe.db.database import Database
 
 if TYPE_CHECKING:
-    from .analytics_ingest import AnalyticsState
-    from .dispatcher import Dispatcher
-    from .groupcommit import GroupCommitter
-    from .shutdown import Shutdown
-    from .stripe_registry import Handler
+    from vibe.analytics.ingest import AnalyticsState
+    from vibe.billing.dispatcher import Dispatcher
+    from vibe.billing.registry import Handler
+    from vibe.db.groupcommit import GroupCommitter
+    from vibe.web.shutdown import Shutdown
 
 import aiohttp
 
-from .auth import Principal, TokenVerifier
+from vibe.web.auth import Principal, TokenVerifier
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", Database)
@@ -39,8 +39,8 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 
 # -- users, rate limits and caches (issue 3)
 if TYPE_CHECKING:
-    from .caches import ContentCache, DatabaseQueryCache, UserSessionCache
-    from .ratelimit import LoadMonitor, RateLimiter
+    from vibe.users.caches import ContentCache, DatabaseQueryCache, UserSessionCache
+    from vibe.web.ratelimit import LoadMonitor, RateLimiter
 
 USER_SESSION_CACHE = web.AppKey("user_session_cache", "UserSessionCache")
 CONTENT_CACHE = web.AppKey("content_cache", "ContentCache")
@@ -58,11 +58,11 @@ ANALYTICS = web.AppKey("analytics", "AnalyticsState")
 import jinja2  # noqa: E402
 
 if TYPE_CHECKING:
-    from .email_schedule import EmailScheduler
-    from .email_templates import EmailRenderer
-    from .email_worker import EmailWorker
-    from .resilience import BreakerRegistry
-    from .unsubscribe import UnsubscribeLinks
+    from vibe.email.schedule import EmailScheduler
+    from vibe.email.templates import EmailRenderer
+    from vibe.email.unsubscribe import UnsubscribeLinks
+    from vibe.email.worker import EmailWorker
+    from vibe.ops.resilience import BreakerRegistry
 
 BREAKERS = web.AppKey("breakers", "BreakerRegistry")  # every circuit breaker, by name (/health, /metrics)
 EMAIL_RENDERER = web.AppKey("email_renderer", "EmailRenderer")
@@ -74,8 +74,8 @@ EMAIL_PAGES = web.AppKey("email_pages", jinja2.Environment)  # aiohttp-jinja2 en
 
 # -- operations: health, metrics, alerts, dashboard (issue 6)
 if TYPE_CHECKING:
-    from .alerts import Watchdog
-    from .metrics import Metrics
+    from vibe.ops.alerts import Watchdog
+    from vibe.ops.metrics import Metrics
 
 HEALTH_PROBES = web.AppKey("health_probes", dict)  # function name -> async probe(app) -> dict
 METRICS = web.AppKey("metrics", "Metrics")  # this app's Prometheus registry and request window

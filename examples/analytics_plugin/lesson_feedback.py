@@ -5,8 +5,8 @@ then send `{"properties": {"lesson_id": "intro-1", "rating": 5, "comment": "clea
 token (or the write key and a user_id). The rating must be a whole number from 1 to 5.
 """
 
-from vibe.analytics_model import AnalyticsEndpoint, number, text
-from vibe.hookspecs import hookimpl
+from vibe.analytics.model import AnalyticsEndpoint, number, text
+from vibe.plugins.hookspecs import hookimpl
 
 
 def feedback_properties(props):

@@ -10,8 +10,8 @@ live in `templates/` beside this module and extend the service's shared layout.
 
 from pathlib import Path
 
-from vibe.email_templates import EmailTemplate
-from vibe.hookspecs import hookimpl
+from vibe.email.templates import EmailTemplate
+from vibe.plugins.hookspecs import hookimpl
 
 
 @hookimpl

@@ -6,7 +6,7 @@ The file named by FLAKY_MARKER holds how many more calls fail ("always" for ever
 import os
 from pathlib import Path
 
-from vibe.hookspecs import hookimpl
+from vibe.plugins.hookspecs import hookimpl
 
 
 async def customer_updated(ctx):

@@ -9,7 +9,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from vibe.hookspecs import hookimpl
+from vibe.plugins.hookspecs import hookimpl
 
 
 async def customer_updated(ctx):

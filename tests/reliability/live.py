@@ -12,7 +12,7 @@ import sys
 import aiohttp
 
 from conftest import ROOT, SECRET
-from vibe import stripe_signature
+from vibe.billing import signature as stripe_signature
 
 WRITE_KEY = "wk_reliability_write_key"
 

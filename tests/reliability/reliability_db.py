@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from vibe.config import Settings
-from vibe.database import Database, create_database
+from vibe.db.database import Database, create_database
 
 
 async def open_db(env: dict[str, str]) -> Database:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 import tokens
 from conftest import SECRET, make_event, wait_until
-from vibe import stripe_signature
+from vibe.billing import signature as stripe_signature
 
 pytestmark = pytest.mark.reliability
 

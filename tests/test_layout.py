@@ -1,0 +1,108 @@
+"""The house rules of docs/architecture.md, read off the source: which package imports which, and
+the flat layout's import paths that still work for one release."""
+
+import ast
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from vibe import deprecated
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("db", "billing", "users", "analytics", "email", "ops", "web", "plugins")
+SHARED = {"config", "keys", "paths", "cli", "deprecated"}  # vibe/*.py beside the packages
+
+# What each package may import besides itself and the shared modules. The concerns (billing,
+# users, analytics, email) build on the infrastructure (db, web, ops, plugins) and talk to each
+# other through hooks; the edges marked "known" are the exceptions left today, each to go.
+ALLOWED = {
+    "db": set(),
+    "plugins": {"db", "billing"},  # known: the unit-of-work context reads a profile through billing
+    "web": {"db", "ops", "plugins",
+            "analytics", "billing", "email", "users"},  # app.py is the composition root; known:
+            # ratelimit asks analytics for the write key and users for the session
+    "ops": {"db", "web", "plugins"},
+    "billing": {"db", "web", "plugins"},
+    "users": {"db", "web", "plugins", "billing"},  # known: actions read the billing state
+    "analytics": {"db", "web", "ops", "plugins", "users"},  # known: the query cache lives in users
+    "email": {"db", "web", "ops", "plugins"},
+}
+
+
+def vibe_imports(path: Path) -> set[str]:
+    """The first component under `vibe.` of everything `path` imports."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            parts = node.module.split(".")
+            if parts[0] == "vibe":
+                found.update([parts[1]] if len(parts) > 1 else [a.name for a in node.names])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names
+                         if a.name.startswith("vibe.") and len(a.name.split(".")) > 1)
+    return found - {"__version__"}
+
+
+def top_level_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+    return names
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_a_package_imports_only_what_the_map_allows(package):
+    wrong = {}
+    for path in sorted((ROOT / "vibe" / package).glob("*.py")):
+        extra = vibe_imports(path) - SHARED - {package} - ALLOWED[package]
+        if extra:
+            wrong[path.name] = sorted(extra)
+    assert not wrong, f"vibe/{package} imports outside its allowance (docs/architecture.md): {wrong}"
+
+
+def test_db_imports_no_concern_and_vibe_never_imports_the_plugins_folder():
+    for path in (ROOT / "vibe" / "db").glob("*.py"):
+        assert vibe_imports(path) <= {"db", "config", "paths"}, path
+    for path in (ROOT / "vibe").rglob("*.py"):
+        assert "plugins" not in top_level_imports(path), f"{path} imports the plugins/ folder"
+
+
+def test_every_module_is_in_a_package_or_one_of_the_shared_ones():
+    flat = {p.stem for p in (ROOT / "vibe").glob("*.py")} - {"__init__"}
+    assert flat == SHARED
+    assert {p.name for p in (ROOT / "vibe").iterdir() if p.is_dir() and p.name != "__pycache__"} == set(PACKAGES)
+    vague = [p for p in (ROOT / "vibe").rglob("*.py") if p.stem in ("utils", "helpers", "manager", "common")]
+    assert not vague, vague
+
+
+def test_plugins_and_examples_use_no_deprecated_path():
+    old = set(deprecated.MOVED)
+    for path in [*(ROOT / "plugins").glob("*.py"), *(ROOT / "examples").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert node.module not in old, f"{path}: {node.module}"
+                assert not (node.module == "vibe.billing" and {a.name for a in node.names} - {"state"}), path
+
+
+@pytest.mark.parametrize("old", sorted(deprecated.MOVED))
+def test_a_flat_layout_path_still_imports_for_one_release_and_says_where_it_went(old):
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated .*use {deprecated.MOVED[old]}"):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(deprecated.MOVED[old])
+
+
+def test_the_old_billing_module_names_are_forwarded_with_a_warning():
+    from vibe.billing import state
+
+    with pytest.warns(DeprecationWarning, match="vibe.billing.update_profile is deprecated"):
+        from vibe.billing import update_profile
+    assert update_profile is state.update_profile
+    with pytest.raises(ImportError):
+        from vibe.billing import no_such_name  # noqa: F401
+

@@ -1,0 +1,170 @@
+"""The analytics read API (admins and the service; a user may read and export their own journey),
+and erasure: `DELETE .../users/{user_id}`. Answers go through the shared DatabaseQueryCache, under
+keys versioned by the writes (see AnalyticsState).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from vibe.analytics import queries
+from vibe.analytics.model import (
+    EventInvalid,
+    check_id,
+    check_name,
+    parse_time,
+    stored_event,
+)
+from vibe.analytics.store import export_user, forget_user
+from vibe.keys import ANALYTICS, DB, SETTINGS
+from vibe.web.auth import require
+from vibe.web.errors import ApiError
+
+DEFAULT_SPAN = 30 * 86400
+
+
+def _time(request: web.Request, field: str, default: float) -> float:
+    raw = request.query.get(field)
+    if raw is None or raw == "":
+        return default
+    try:
+        value: float | str = float(raw)  # Unix seconds, else ISO 8601
+    except ValueError:
+        value = raw
+    try:
+        return parse_time(value, field)
+    except EventInvalid as exc:
+        raise ApiError(400, "invalid_query", exc.message) from None
+
+
+def time_range(request: web.Request) -> tuple[float, float]:
+    end = _time(request, "to", time.time())
+    start = _time(request, "from", end - DEFAULT_SPAN)
+    if start >= end:
+        raise ApiError(400, "invalid_query", "'from' must be before 'to'.")
+    return start, end
+
+
+def _check(value: str, field: str, check: Callable[[Any, str], Any]) -> str:
+    try:
+        check(value, field)
+    except EventInvalid as exc:
+        raise ApiError(400, "invalid_query", exc.message) from None
+    return value
+
+
+async def cached(request: web.Request, key: tuple, tag: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+    """`compute()`, through the shared query cache for ANALYTICS_CACHE_TTL seconds (0: not cached)."""
+    state, ttl = request.app[ANALYTICS], request.app[SETTINGS].analytics_cache_ttl
+    cache_key = state.cache_key(tag, *key)
+    value = state.cache.get(cache_key) if ttl else None
+    if value is None:
+        value = await compute()
+        if ttl:
+            state.cache.set(cache_key, value, expires_at=time.time() + ttl)
+    return value
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    await require(request, "admin", "service")
+    name = request.query.get("name") or "*"
+    if name != "*":
+        _check(name, "name", check_name)
+    interval = request.query.get("interval", "day")
+    if interval not in ("hour", "day"):
+        raise ApiError(400, "invalid_query", "'interval' must be hour or day.")
+    start, end = time_range(request)
+    db = request.app[DB]
+
+    async def compute():
+        try:
+            return await queries.metrics(db, name, start, end, interval)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_query", str(exc)) from None
+
+    return web.json_response(await cached(request, ("metrics", name, interval, start, end), "events", compute))
+
+
+async def get_business(request: web.Request) -> web.Response:
+    await require(request, "admin", "service")
+    start, end = time_range(request)
+    db = request.app[DB]
+    return web.json_response(await cached(request, ("business", start, end), "business",
+                                          lambda: queries.business(db, start, end)))
+
+
+async def get_rollup(request: web.Request) -> web.Response:
+    await require(request, "admin", "service")
+    kind = request.match_info["kind"]
+    if kind not in queries.ROLLUPS:
+        raise ApiError(404, "not_found", f"No aggregate {kind!r}; try {', '.join(queries.ROLLUPS)}.")
+    start, end = time_range(request)
+    db = request.app[DB]
+    return web.json_response(await cached(request, ("rollup", kind, start, end), "events",
+                                          lambda: queries.rollup(db, kind, start, end)))
+
+
+async def get_funnel(request: web.Request) -> web.Response:
+    await require(request, "admin", "service")
+    steps = [s.strip() for s in request.query.get("steps", "").split(",")]
+    if not 2 <= len(steps) <= 10:
+        raise ApiError(400, "invalid_query", "'steps' must name 2 to 10 events, separated by commas.")
+    for step in steps:
+        _check(step, "steps", check_name)
+    start, end = time_range(request)
+    db = request.app[DB]
+    return web.json_response(await cached(request, ("funnel", tuple(steps), start, end), "events",
+                                          lambda: queries.funnel(db, steps, start, end)))
+
+
+async def own_or_privileged(request: web.Request) -> str:
+    user_id = _check(request.match_info["user_id"], "user_id", check_id)
+    principal = await require(request, "user", "admin", "service")
+    if principal.role == "user" and principal.user_id != user_id:
+        raise ApiError(403, "forbidden", "A user may only read their own analytics.")
+    return user_id
+
+
+async def get_journey(request: web.Request) -> web.Response:
+    user_id = await own_or_privileged(request)
+    start = _time(request, "from", 0.0) if "from" in request.query else None
+    end = _time(request, "to", 0.0) if "to" in request.query else None
+    try:
+        limit = int(request.query.get("limit", "1000"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 10000:
+        raise ApiError(400, "invalid_query", "'limit' must be a whole number from 1 to 10000.")
+    db = request.app[DB]
+    return web.json_response(await cached(request, ("journey", user_id, start, end, limit), "events",
+                                          lambda: queries.journey(db, user_id, start, end, limit)))
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    """The user's events as JSON lines (never cached)."""
+    user_id = await own_or_privileged(request)
+    rows = await export_user(request.app[DB], user_id)
+    body = "".join(json.dumps(stored_event(r), separators=(",", ":")) + "\n" for r in rows)
+    return web.Response(text=body, content_type="application/x-ndjson")
+
+
+async def forget(request: web.Request) -> web.Response:
+    await require(request, "admin", "service")
+    user_id = _check(request.match_info["user_id"], "user_id", check_id)
+    result = await forget_user(request.app[DB], user_id)
+    request.app[ANALYTICS].clear_cache()
+    return web.json_response({"user_id": user_id, **result})
+
+
+def setup_routes(app: web.Application, prefix: str) -> None:
+    app.router.add_get(prefix + "/metrics", get_metrics)
+    app.router.add_get(prefix + "/business", get_business)
+    app.router.add_get(prefix + "/funnel", get_funnel)
+    app.router.add_get(prefix + "/aggregates/{kind}", get_rollup)
+    app.router.add_get(prefix + "/journey/{user_id}", get_journey)
+    app.router.add_get(prefix + "/users/{user_id}/events", export)
+    app.router.add_delete(prefix + "/users/{user_id}", forget)

@@ -1,0 +1,285 @@
+"""Analytics events: the endpoint definitions plugins register, and how one event is checked.
+
+An endpoint (`AnalyticsEndpoint`) names its URL segment, the event name it records (or lets the
+body name it), who may send it, a `validate(properties) -> properties` function that raises
+`EventInvalid` for a bad field, and optionally a `rollup(tx, events)` coroutine that updates the
+endpoint's own aggregate table in the transaction that stores the events.
+
+`parse_event` checks the envelope every endpoint shares (message_id, timestamp, sent_at, user_id,
+anonymous_id, session_id, properties, context), corrects client clock skew the Segment way,
+clamps timestamps in the future and flags bots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import re
+import uuid
+from typing import Any, Awaitable, Callable, Mapping, Sequence
+
+from vibe.db.database import Transaction
+from vibe.web.validation import UNSTORABLE
+
+MAX_EVENT_BYTES = 32 * 1024
+MAX_BATCH = 100
+SENDERS = frozenset({"user", "anonymous", "server"})
+ENVELOPE = frozenset({"event", "message_id", "timestamp", "sent_at", "user_id", "anonymous_id", "session_id",
+                      "properties", "context"})
+_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII without spaces
+_NAME = re.compile(r"^(?!\s)[^\x00-\x1f\x7f\ud800-\udfff]{1,100}(?<!\s)$")  # no control characters, no lone surrogates
+# Known crawlers, link unfurlers, monitors, automation and headless browsers, and HTTP libraries.
+_BOT = re.compile(
+    r"bot\b|bot/|crawl|spider|slurp|mediapartners|facebookexternalhit|embedly|bingpreview|"
+    r"headless|phantomjs|puppeteer|playwright|selenium|webdriver|lighthouse|pingdom|uptimerobot|"
+    r"statuscake|datadog|newrelicpinger|site24x7|gtmetrix|^curl/|^wget/|python-requests|python-urllib|"
+    r"aiohttp|go-http-client|okhttp|java/|libwww-perl|httpclient|axios/|node-fetch|^$",
+    re.IGNORECASE,
+)
+
+
+class EventInvalid(ValueError):
+    """One event is not acceptable: `field` names what is wrong."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+Validate = Callable[[dict[str, Any]], dict[str, Any]]
+Rollup = Callable[[Transaction, Sequence["Event"]], Awaitable[None]]
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalyticsEndpoint:
+    """`POST /functions/v1/analytics-tracking/{name}`, as a plugin registers it."""
+
+    name: str
+    validate: Validate
+    event: str | None = None  # the event name recorded; None: the body's `event` field names it
+    senders: frozenset[str] = SENDERS  # who may send: user, anonymous, server (write key / service)
+    rollup: Rollup | None = None
+    description: str = ""
+
+    def __post_init__(self):
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,39}", self.name):
+            raise ValueError(f"analytics endpoint name {self.name!r}: lower-case letters, digits and '-'")
+        if not self.senders or not self.senders <= SENDERS:
+            raise ValueError(f"analytics endpoint {self.name}: senders must be a subset of {sorted(SENDERS)}")
+
+
+@dataclasses.dataclass
+class Event:
+    """A checked event, ready to store."""
+
+    message_id: str
+    endpoint: str
+    event: str
+    user_id: str | None
+    anonymous_id: str | None
+    session_id: str | None
+    ts: float
+    received_at: float
+    sent_at: float | None
+    properties: dict[str, Any]
+    context: dict[str, Any]
+    is_bot: bool
+    source: str
+
+    @property
+    def actor(self) -> str:
+        return self.user_id if self.user_id else f"anon:{self.anonymous_id}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sender:
+    """Who sent a request: `kind` user|anonymous|server, the user the token names, the browser UA."""
+
+    kind: str
+    user_id: str | None = None
+    user_agent: str | None = None  # the request's, for user and anonymous traffic
+
+
+def parse_time(value: Any, field: str) -> float:
+    """ISO 8601 (a zone is required, or UTC is assumed) or Unix seconds -> Unix seconds."""
+    if isinstance(value, bool):
+        raise EventInvalid(field, f"{field} must be an ISO 8601 time or Unix seconds")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and 0 < len(value) <= 64:
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise EventInvalid(field, f"{field} is not an ISO 8601 time: {value[:40]!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        seconds = parsed.timestamp()
+    else:
+        raise EventInvalid(field, f"{field} must be an ISO 8601 time or Unix seconds")
+    if not math.isfinite(seconds) or not 0 <= seconds < 32503680000:  # year 3000
+        raise EventInvalid(field, f"{field} is out of range")
+    return seconds
+
+
+def check_id(value: Any, field: str, *, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise EventInvalid(field, f"{field} is required")
+        return None
+    if not isinstance(value, str) or not _ID.match(value):
+        raise EventInvalid(field, f"{field} must be 1 to 128 printable characters without spaces")
+    return value
+
+
+def check_name(value: Any, field: str = "event") -> str:
+    """An event name: 1 to 100 characters, no control characters, no outer spaces; not `*`
+    (the rollups' name for all events)."""
+    if not isinstance(value, str) or not _NAME.match(value) or value == "*":
+        raise EventInvalid(field, f"{field} must be 1 to 100 characters without control characters or "
+                                  "surrounding spaces, and not '*'")
+    return value
+
+
+def is_bot(user_agent: str | None) -> bool:
+    return user_agent is not None and bool(_BOT.search(user_agent.strip()))
+
+
+def corrected_time(ts: float | None, sent_at: float | None, received_at: float) -> float:
+    """Segment's skew correction: `received_at - (sent_at - timestamp)`; never in the future."""
+    if ts is None:
+        return received_at
+    if sent_at is not None:
+        ts = received_at - (sent_at - ts)
+    return min(ts, received_at)
+
+
+def parse_event(raw: Any, endpoint: AnalyticsEndpoint, sender: Sender, received_at: float,
+                batch_sent_at: float | None = None, *, body_size: int | None = None) -> Event:
+    """Check one event of a request; raise EventInvalid naming the field that is wrong.
+
+    `body_size`: the request body's size; when it is within MAX_EVENT_BYTES no event can exceed
+    the limit and the per-event size check is skipped."""
+    if not isinstance(raw, dict):
+        raise EventInvalid("event", "an event must be a JSON object")
+    unknown = sorted(set(raw) - ENVELOPE)
+    if unknown:
+        raise EventInvalid(unknown[0], f"unknown field {unknown[0]!r}; properties go in 'properties'")
+    if (body_size is None or body_size > MAX_EVENT_BYTES) and \
+            len(json.dumps(raw, separators=(",", ":"))) > MAX_EVENT_BYTES:
+        raise EventInvalid("event", f"an event is limited to {MAX_EVENT_BYTES} bytes of JSON")
+    if endpoint.event is None:
+        name = check_name(raw.get("event"))
+    elif raw.get("event") not in (None, endpoint.event):
+        raise EventInvalid("event", f"this endpoint records {endpoint.event!r} events; leave 'event' out")
+    else:
+        name = endpoint.event
+    user_id = check_id(raw.get("user_id"), "user_id")
+    anonymous_id = check_id(raw.get("anonymous_id"), "anonymous_id")
+    if sender.kind == "user":
+        user_id = sender.user_id  # a different user_id was refused for the whole request
+    elif sender.kind == "anonymous" and anonymous_id is None:
+        raise EventInvalid("anonymous_id", "anonymous_id is required without a sign-in or a write key")
+    if user_id is None and anonymous_id is None:
+        raise EventInvalid("user_id", "an event needs a user_id or an anonymous_id")
+    for field in ("properties", "context"):
+        if raw.get(field) is not None and not isinstance(raw[field], dict):
+            raise EventInvalid(field, f"{field} must be a JSON object")
+    context = dict(raw.get("context") or {})
+    properties = endpoint.validate(dict(raw.get("properties") or {}))
+    sent_at = parse_time(raw["sent_at"], "sent_at") if raw.get("sent_at") is not None else batch_sent_at
+    ts = parse_time(raw["timestamp"], "timestamp") if raw.get("timestamp") is not None else None
+    if sender.kind == "server":
+        agent = context.get("user_agent", context.get("userAgent"))
+        if agent is not None and not isinstance(agent, str):
+            raise EventInvalid("context.user_agent", "context.user_agent must be a string")
+    else:
+        agent = sender.user_agent or ""
+    return Event(
+        message_id=check_id(raw.get("message_id"), "message_id") or uuid.uuid4().hex,
+        endpoint=endpoint.name, event=name, user_id=user_id, anonymous_id=anonymous_id,
+        session_id=check_id(raw.get("session_id"), "session_id"),
+        ts=corrected_time(ts, sent_at, received_at), received_at=received_at, sent_at=sent_at,
+        properties=properties, context=context, is_bot=is_bot(agent), source=sender.kind,
+    )
+
+
+def collect_endpoints(pm, settings) -> dict[str, AnalyticsEndpoint]:
+    """Every endpoint the plugins register, by name; a duplicate name is a start-up error."""
+    from vibe.plugins.host import PluginError
+
+    found: dict[str, AnalyticsEndpoint] = {}
+    for result in pm.hook.register_analytics_endpoints(settings=settings):
+        items = result if isinstance(result, (list, tuple)) else [result]
+        for endpoint in items:
+            if not isinstance(endpoint, AnalyticsEndpoint):
+                raise PluginError(f"register_analytics_endpoints returned {type(endpoint).__name__}, "
+                                  "expected AnalyticsEndpoint")
+            if endpoint.name in found:
+                raise PluginError(f"two plugins register the analytics endpoint {endpoint.name!r}")
+            found[endpoint.name] = endpoint
+    return found
+
+
+def event_row(event: Event) -> tuple:
+    return (event.message_id, event.endpoint, event.event, event.user_id, event.anonymous_id, event.session_id,
+            event.ts, event.received_at, event.sent_at, json.dumps(event.properties, separators=(",", ":")),
+            json.dumps(event.context, separators=(",", ":")), event.is_bot, event.source)
+
+
+def stored_event(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored row as the journey and the export show it."""
+    return {
+        "message_id": row["message_id"], "event": row["event"], "endpoint": row["endpoint"],
+        "timestamp": row["ts"], "received_at": row["received_at"], "user_id": row["user_id"],
+        "anonymous_id": row["anonymous_id"], "session_id": row["session_id"],
+        "properties": json.loads(row["properties"]), "context": json.loads(row["context"]),
+        "is_bot": bool(row["is_bot"]),
+    }
+
+
+# -- field checks for endpoint schemas (plugins use these in their `validate`) ----------------
+
+
+def text(props: Mapping[str, Any], field: str, *, required: bool = False, max_len: int = 200) -> str | None:
+    """`properties[field]`: a non-empty string of at most `max_len` characters."""
+    value = props.get(field)
+    if value is None:
+        if required:
+            raise EventInvalid(f"properties.{field}", f"properties.{field} is required")
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > max_len:
+        raise EventInvalid(f"properties.{field}", f"properties.{field} must be a non-empty string of at most "
+                                                  f"{max_len} characters")
+    if UNSTORABLE.search(value):  # it becomes a rollup key: a text column
+        raise EventInvalid(f"properties.{field}", f"properties.{field} may not contain NUL characters or "
+                                                  "unpaired UTF-16 surrogates")
+    return value
+
+
+def number(props: Mapping[str, Any], field: str, *, required: bool = False, minimum: float | None = None,
+           maximum: float | None = None, integer: bool = False) -> float | int | None:
+    """`properties[field]`: a finite number (a whole one with `integer`) within the bounds."""
+    value = props.get(field)
+    if value is None:
+        if required:
+            raise EventInvalid(f"properties.{field}", f"properties.{field} is required")
+        return None
+    kind = "a whole number" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (integer and not float(value).is_integer()):
+        raise EventInvalid(f"properties.{field}", f"properties.{field} must be {kind}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise EventInvalid(f"properties.{field}", f"properties.{field} must be {kind} from {minimum} to {maximum}")
+    return int(value) if integer else value
+
+
+def choice(props: Mapping[str, Any], field: str, choices: Sequence[str], *, required: bool = False) -> str | None:
+    value = props.get(field)
+    if value is None and not required:
+        return None
+    if value not in choices:
+        raise EventInvalid(f"properties.{field}", f"properties.{field} must be one of {', '.join(choices)}")
+    return value

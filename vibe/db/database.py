@@ -1,0 +1,203 @@
+"""One small database interface over two drivers: aiopg (PostgreSQL) and aiosqlite (SQLite).
+
+SQL is written once, PostgreSQL style, with `%s` placeholders. The SQLite adapter translates
+what it must (placeholders, `BIGSERIAL`, `FOR UPDATE [SKIP LOCKED]`). Both adapters offer:
+
+    async with db.transaction() as tx:       # BEGIN ... COMMIT, ROLLBACK on error
+        await tx.execute(sql, params)         # -> rows affected
+        await tx.fetchone(sql, params)        # -> dict | None
+        await tx.fetchall(sql, params)        # -> list[dict]
+        await tx.executemany(sql, seq)
+        async with tx.savepoint(): ...        # a nested unit that can fail alone
+
+and the same four calls on `db` itself, each in its own short transaction.
+
+Driver errors that mean "the database is not there" become `DatabaseUnavailable`, which the
+HTTP layer answers with 503 so that callers (Stripe, SDKs) retry.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import itertools
+import json
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+
+from vibe.config import Settings
+
+Params = Sequence[Any] | None
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached or refused the work for a transient reason."""
+
+
+class _Reads:
+    """fetchone and fetchval, from the class's fetchall."""
+
+    async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def fetchone(self, sql: str, params: Params = None) -> dict[str, Any] | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, params: Params = None) -> Any:
+        row = await self.fetchone(sql, params)
+        return None if row is None else next(iter(row.values()))
+
+
+class Transaction(_Reads, abc.ABC):
+    """A connection inside BEGIN ... COMMIT.
+
+    `defer(sql, params)` queues a write whose result nobody needs; it is sent together with the
+    next statement (on PostgreSQL in the same round trip), and always before it, so later reads
+    in the transaction see it and COMMIT includes it. Savepoints are deferred the same way.
+
+    `collect(flush)` goes one step further for rows of one kind that many events of a batch
+    write (analytics events, say): it returns the transaction's list for `flush`, and
+    `flush(tx, items)` writes everything gathered in it once, just before COMMIT (or earlier,
+    at `flush_collected()`). Items gathered inside a savepoint that rolls back are dropped.
+    """
+
+    dialect: str
+    _savepoints = itertools.count(1)
+
+    def __init__(self) -> None:
+        self._deferred: list[tuple[str, Params]] = []
+        self._flushes = 0
+        self._collected: dict[Callable[["Transaction", list], Awaitable[None]], list] = {}
+
+    def collect(self, flush: Callable[["Transaction", list], Awaitable[None]]) -> list:
+        """The list of items `flush` will write before COMMIT (append to it)."""
+        items = self._collected.get(flush)
+        if items is None:
+            items = self._collected[flush] = []
+        return items
+
+    async def flush_collected(self) -> None:
+        """Write what `collect` gathered, now (a flush may gather more: repeat until none is left)."""
+        while any(self._collected.values()):
+            for flush, items in list(self._collected.items()):
+                if items:
+                    taken = items[:]
+                    items.clear()
+                    await flush(self, taken)
+
+    def defer(self, sql: str, params: Params = None) -> None:
+        self._deferred.append((sql, params))
+
+    def _take_deferred(self) -> list[tuple[str, Params]]:
+        taken, self._deferred = self._deferred, []
+        if taken:
+            self._flushes += 1
+        return taken
+
+    def discard_deferred(self) -> None:
+        self._deferred = []
+
+    @abc.abstractmethod
+    async def execute(self, sql: str, params: Params = None) -> int: ...
+
+    @abc.abstractmethod
+    async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None: ...
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator["Transaction"]:
+        """A nested unit: on an exception, what it did is undone and the exception goes on."""
+        name = f"sp_{next(self._savepoints)}"
+        self.defer(f"SAVEPOINT {name}")
+        flushes, position = self._flushes, len(self._deferred) - 1
+        gathered = {flush: len(items) for flush, items in self._collected.items()}
+        try:
+            yield self
+        except BaseException:
+            for flush, items in self._collected.items():  # what was gathered inside is undone too
+                del items[gathered.get(flush, 0):]
+            if self._flushes == flushes:  # nothing reached the server since: just forget it
+                del self._deferred[position:]
+            else:  # what is still queued was queued inside the savepoint
+                self.discard_deferred()
+                await self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                self.defer(f"RELEASE SAVEPOINT {name}")
+            raise
+        else:
+            self.defer(f"RELEASE SAVEPOINT {name}")
+
+
+class Database(_Reads, abc.ABC):
+    """A pool of connections to one database."""
+
+    dialect: str
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def abort(self) -> None:
+        """Close at once, connections still in use included (a shutdown past its grace)."""
+        await self.close()
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]: ...
+
+    @abc.abstractmethod
+    def pool_state(self) -> dict[str, int]:
+        """`size`, `in_use`, `waiting` of the connection pool."""
+
+    async def execute(self, sql: str, params: Params = None) -> int:
+        async with self.transaction() as tx:
+            return await tx.execute(sql, params)
+
+    async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
+        async with self.transaction() as tx:
+            await tx.executemany(sql, seq)
+
+    async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
+        async with self.transaction() as tx:
+            return await tx.fetchall(sql, params)
+
+    async def ping(self) -> float:
+        """Round trip of a trivial query, in seconds; raises DatabaseUnavailable."""
+        start = time.perf_counter()
+        await self.fetchall("SELECT 1 AS ok")
+        return time.perf_counter() - start
+
+
+def rows_source(tx: Transaction, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[str, list]:
+    """The source of a multi-row insert, and its parameters.
+
+    PostgreSQL: the rows as one JSON parameter expanded by `json_populate_recordset` (column
+    types come from the table), because psycopg2 formats every `%s` in Python and thousands of
+    them cost more than the insert. SQLite binds parameters natively: plain `VALUES (...), ...`.
+    """
+    if tx.dialect == "postgresql":
+        payload = json.dumps([dict(zip(columns, row)) for row in rows], separators=(",", ":"))
+        return (f"SELECT {', '.join(columns)} FROM json_populate_recordset(NULL::{table}, %s::json)",
+                [payload])
+    values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
+    return f"VALUES {values}", [v for row in rows for v in row]
+
+
+def create_database(settings: Settings) -> Database:
+    if settings.dialect == "sqlite":
+        from vibe.db.sqlite import SqliteDatabase
+
+        return SqliteDatabase(settings.sqlite_path, busy_timeout_ms=settings.db_connection_timeout_ms)
+    from vibe.db.postgres import PostgresDatabase
+
+    return PostgresDatabase(
+        settings.database_url,
+        maxsize=settings.max_db_connections,
+        idle_timeout=settings.db_idle_timeout_ms / 1000,
+        connect_timeout=settings.db_connection_timeout_ms / 1000,
+        connect_retries=settings.db_connect_retries,
+        prepare_threshold=settings.db_prepare_threshold,
+    )

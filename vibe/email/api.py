@@ -1,0 +1,208 @@
+"""The email function's HTTP layer.
+
+    POST /functions/v1/email-notifications           queue one message (service role or admin)
+    GET  /functions/v1/email-notifications/{id}      its status and history (admin, service, or its user)
+    POST /functions/v1/email-notifications/events    Resend's delivery webhooks (Svix-signed)
+
+Queueing goes through a group committer: concurrent requests share one transaction, and each
+is answered only after its message is committed ("2xx means committed").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+import uuid
+from typing import Any, Sequence
+
+import jinja2
+from aiohttp import web
+
+from vibe.db.database import Transaction
+from vibe.email import svix
+from vibe.email.queue import (
+    EmailRejected,
+    enqueue,
+    message_with_history,
+    record_event,
+    set_status,
+    suppress,
+)
+from vibe.keys import DB, EMAIL_QUEUE, EMAIL_RENDERER, EMAIL_WORKER, SETTINGS
+from vibe.web.auth import require
+from vibe.web.errors import ApiError
+
+BASE = "/functions/v1/email-notifications"
+MAX_BODY = 64 * 1024
+_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+# Resend webhook type -> the status it moves a message to (None: history only).
+DELIVERY = {"email.sent": "sent", "email.delivered": "delivered", "email.bounced": "bounced",
+            "email.complained": "complained", "email.delivery_delayed": None, "email.opened": None,
+            "email.clicked": None, "email.failed": None}
+RANK = {"sending": 0, "sent": 1, "delivered": 2, "bounced": 3, "complained": 3}
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueRequest:
+    user_id: str
+    type: str
+    data: dict
+    idempotency_key: str
+
+
+def make_flush(templates, sender: str):
+    """The group committer's flush. `enqueue` refuses before it writes, so a refused request
+    leaves nothing behind and the others in the batch commit."""
+
+    async def flush(tx: Transaction, items: Sequence[QueueRequest]) -> list[Any]:
+        now = time.time()
+        out: list[Any] = []
+        for item in items:
+            try:
+                out.append(await enqueue(tx, templates, user_id=item.user_id, type=item.type, data=item.data,
+                                         idempotency_key=item.idempotency_key, sender=sender, now=now))
+            except EmailRejected as exc:
+                out.append(exc)
+        return out
+
+    return flush
+
+
+async def _json_object(request: web.Request) -> dict:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"Bodies are limited to {MAX_BODY} bytes.")
+    raw = await request.read()
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"Bodies are limited to {MAX_BODY} bytes.")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested thousands deep
+        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "The body must be a JSON object.")
+    return body
+
+
+def parse_queue_request(body: dict) -> QueueRequest:
+    problems = []
+    user_id, kind, data, key = body.get("user_id"), body.get("type"), body.get("data", {}), body.get("idempotency_key")
+    if not isinstance(user_id, str) or not 0 < len(user_id) <= 128 or not user_id.isprintable():
+        problems.append("user_id: required, a string of 1 to 128 printable characters")
+    if not isinstance(kind, str) or not kind:
+        problems.append("type: required, the name of an email template")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append("data: expected a JSON object")
+    if key is not None and (not isinstance(key, str) or not _KEY.match(key)):
+        problems.append("idempotency_key: expected 1 to 200 printable ASCII characters without spaces")
+    unknown = sorted(set(body) - {"user_id", "type", "data", "idempotency_key"})
+    if unknown:
+        problems.append(f"unknown fields: {', '.join(unknown)}")
+    if problems:
+        raise ApiError(400, "invalid_request", "The request body is not valid.", details=problems)
+    return QueueRequest(user_id, kind, data, f"api:{key}" if key else f"api:{uuid.uuid4()}")
+
+
+async def queue_email(request: web.Request) -> web.Response:
+    await require(request, "admin", "service")
+    item = parse_queue_request(await _json_object(request))
+    renderer = request.app[EMAIL_RENDERER]
+    template = renderer.templates.get(item.type)
+    if template is None:
+        raise ApiError(400, "unknown_email_type", f"No email template is named {item.type!r}.",
+                       details={"known": sorted(renderer.templates)})
+    problems = template.validate(item.data)
+    if problems:
+        raise ApiError(400, "invalid_email_data", f"The data does not fit the {item.type} template.", details=problems)
+    try:  # the render check: a message that cannot be rendered is refused now, not dead-lettered later
+        renderer.render(item.type, renderer.context(template, item.data, recipient={}, unsubscribe_url="#"))
+    except (jinja2.TemplateError, TypeError, ValueError) as exc:
+        raise ApiError(400, "invalid_email_data", f"The {item.type} template cannot be rendered with this data.",
+                       details=[f"{type(exc).__name__}: {exc}"]) from None
+    result = await request.app[EMAIL_QUEUE].submit(item)
+    if isinstance(result, EmailRejected):
+        raise ApiError(result.status, result.code, result.message, details=result.details)
+    row, created = result
+    if created and row["status"] == "queued" and EMAIL_WORKER in request.app:
+        request.app[EMAIL_WORKER].wake()
+    return web.json_response(
+        {"id": row["id"], "status": row["status"], "type": row["type"], "user_id": row["user_id"],
+         "idempotency_key": row["idempotency_key"], "duplicate": not created},
+        status=200 if row["status"] == "suppressed" else 202,
+    )
+
+
+async def show_email(request: web.Request) -> web.Response:
+    principal = await require(request, "user", "admin", "service")
+    row = await message_with_history(request.app[DB], int(request.match_info["id"]))
+    if row is None or not (principal.is_privileged or row["user_id"] == principal.user_id):
+        raise ApiError(404, "not_found", "No such email.")
+    keys = ("id", "type", "category", "status", "user_id", "recipient", "idempotency_key", "message_id",
+            "provider_id", "attempts", "next_attempt_at", "last_error", "created_at", "updated_at", "sent_at",
+            "data", "history")
+    return web.json_response({key: row[key] for key in keys})
+
+
+async def delivery_event(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if not settings.email_webhook_secret:
+        raise ApiError(503, "webhook_not_configured", "EMAIL_WEBHOOK_SECRET is not set; delivery events are refused.")
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"Bodies are limited to {MAX_BODY} bytes.")
+    body = await request.read()
+    try:
+        svix_id = svix.verify(settings.email_webhook_secret, request.headers, body,
+                              tolerance=settings.email_webhook_tolerance)
+    except svix.SvixError as exc:
+        raise ApiError(400, exc.code, str(exc)) from None
+    try:
+        event = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str) or not isinstance(event.get("data"), dict):
+        raise ApiError(400, "invalid_event", "Expected {\"type\": ..., \"data\": {...}}.")
+    async with request.app[DB].transaction() as tx:
+        result = await apply_delivery_event(tx, svix_id, event, time.time())
+    return web.json_response({"received": True, **result})
+
+
+async def apply_delivery_event(tx: Transaction, svix_id: str, event: dict, now: float) -> dict:
+    kind, data = event["type"], event["data"]
+    fresh = await tx.fetchall(
+        "INSERT INTO email_webhook_events (id, type, received_at) VALUES (%s, %s, %s) "
+        "ON CONFLICT (id) DO NOTHING RETURNING id", (svix_id, kind, now),
+    )
+    if not fresh:
+        return {"duplicate": True}
+    row = None
+    if data.get("email_id"):
+        row = await tx.fetchone("SELECT id, status, recipient FROM email_messages WHERE provider_id = %s FOR UPDATE",
+                                (str(data["email_id"]),))
+    bounce = data.get("bounce") if isinstance(data.get("bounce"), dict) else {}
+    hard = kind == "email.complained" or (kind == "email.bounced" and bounce.get("type", "Permanent") != "Transient")
+    recipients = data.get("to") if isinstance(data.get("to"), list) else []
+    addresses = {str(a).lower() for a in recipients if isinstance(a, str)} | ({row["recipient"]} if row else set())
+    if hard:
+        for address in addresses:
+            await suppress(tx, address, "complaint" if kind == "email.complained" else "hard bounce", f"resend:{svix_id}", now)
+    if row is None:
+        return {"duplicate": False, "matched": False}
+    await tx.execute("UPDATE email_webhook_events SET email_id = %s WHERE id = %s", (row["id"], svix_id))
+    target = DELIVERY.get(kind)
+    if kind == "email.bounced" and not hard:
+        target = None
+    detail = (bounce.get("message") or kind)[:500] if kind == "email.bounced" else kind
+    if target and RANK.get(target, 0) > RANK.get(row["status"], -1):
+        await set_status(tx, row["id"], target, now, detail=detail)
+    else:
+        record_event(tx, row["id"], kind.removeprefix("email."), detail, now)
+    return {"duplicate": False, "matched": True, "email_id": row["id"], "status": target or row["status"]}
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post(BASE, queue_email)
+    app.router.add_post(f"{BASE}/events", delivery_event)
+    app.router.add_get(BASE + r"/{id:\d{1,18}}", show_email)

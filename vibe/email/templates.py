@@ -1,0 +1,194 @@
+"""Email templates: what plugins register, how data is validated, and how mail is rendered.
+
+A plugin's `register_email_templates(settings)` returns `EmailTemplate`s. Each names its files in
+`templates/email/` (or its own `directory`): `NAME.subject.txt`, `NAME.html` and `NAME.txt`; the
+HTML and text bodies usually extend the shared `_layout.html` / `_layout.txt`. HTML is
+autoescaped; every variable a template uses must be given (StrictUndefined), so declared
+optional fields are passed as None when absent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterable, Mapping
+
+import jinja2
+import pluggy
+
+from vibe.config import Settings
+from vibe.paths import TEMPLATES_DIR
+
+CATEGORIES = ("transactional", "engagement")
+EMAIL_DIR = TEMPLATES_DIR / "email"
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# Currencies whose smallest unit is the unit itself (Stripe's list of zero-decimal currencies).
+ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
+                "xaf", "xof", "xpf"}
+SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥"}
+
+Prepare = Callable[[Any, dict, dict, float], Awaitable[dict]]
+
+
+class TemplateError(RuntimeError):
+    """A template definition is invalid or two plugins registered the same name (start-up error)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EmailTemplate:
+    """One kind of email. `required`/`optional` map each data field to its type(s)."""
+
+    name: str
+    category: str
+    required: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    optional: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    description: str = ""
+    sample: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    directory: Path | None = None
+    # Looks up what is not given, at queueing time, in the queueing transaction:
+    # `await prepare(tx, profile, data, now) -> data`.
+    prepare: Prepare | None = None
+
+    def validate(self, data: Any) -> list[str]:
+        """What is wrong with `data` for this template (empty when it is acceptable)."""
+        if not isinstance(data, dict):
+            return ["data: expected a JSON object"]
+        problems = []
+        for key, kind in self.required.items():
+            if data.get(key) is None:
+                problems.append(f"data.{key}: required")
+        fields = {**self.optional, **self.required}
+        for key, value in data.items():
+            if key not in fields:
+                problems.append(f"data.{key}: not a field of {self.name} (fields: {', '.join(sorted(fields)) or 'none'})")
+            elif value is not None and not _is(value, fields[key]):
+                problems.append(f"data.{key}: expected {_type_name(fields[key])}")
+            elif _unsendable(value):
+                problems.append(f"data.{key}: may not contain NUL characters or unpaired UTF-16 surrogates")
+        if not problems and "currency" in data and not re.fullmatch(r"[A-Za-z]{3}", str(data["currency"])):
+            problems.append("data.currency: expected a three-letter ISO code")
+        if not problems and isinstance(data.get("amount"), int) and data["amount"] < 0:
+            problems.append("data.amount: must not be negative")
+        return problems
+
+
+def _unsendable(value: Any) -> bool:
+    """True when a string in `value` holds what no mail can carry (NUL, a lone surrogate)."""
+    if isinstance(value, str):
+        return any(c == "\x00" or "\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_unsendable(k) or _unsendable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unsendable(v) for v in value)
+    return False
+
+
+def _is(value: Any, kind: Any) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        return False
+    if float in kinds and isinstance(value, int):
+        return True
+    return isinstance(value, kinds)
+
+
+def _type_name(kind: Any) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {str: "a string", int: "a whole number", float: "a number", dict: "an object", list: "a list",
+             bool: "true or false"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def collect_templates(pm: pluggy.PluginManager, settings: Settings) -> dict[str, EmailTemplate]:
+    """Every registered template by name; a duplicate or malformed definition raises TemplateError."""
+    found: dict[str, EmailTemplate] = {}
+    for result in pm.hook.register_email_templates(settings=settings):
+        for template in _as_list(result):
+            if not isinstance(template, EmailTemplate):
+                raise TemplateError(f"register_email_templates returned {type(template).__name__}, not EmailTemplate")
+            if not _NAME.match(template.name):
+                raise TemplateError(f"email template name {template.name!r}: lower case letters, digits, _")
+            if template.category not in CATEGORIES:
+                raise TemplateError(f"email template {template.name}: category must be one of {CATEGORIES}")
+            if template.name in found:
+                raise TemplateError(f"two plugins register the email template {template.name!r}")
+            found[template.name] = template
+    return found
+
+
+def _as_list(result: Any) -> Iterable[Any]:
+    if result is None:
+        return ()
+    return result if isinstance(result, (list, tuple)) else (result,)
+
+
+def format_money(amount: Any, currency: Any) -> str:
+    """`2000, "usd"` -> `$20.00`; zero-decimal currencies have no cents."""
+    code = str(currency or "").lower()
+    value = int(amount or 0)
+    text = f"{value:,}" if code in ZERO_DECIMAL else f"{value / 100:,.2f}"
+    symbol = SYMBOLS.get(code)
+    return f"{symbol}{text}" if symbol else f"{text} {code.upper()}".strip()
+
+
+def format_date(value: Any) -> str:
+    """Unix seconds or an ISO date -> `26 November 2026`."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, (int, float)):
+        when = datetime.datetime.fromtimestamp(float(value), datetime.timezone.utc)
+    else:
+        when = datetime.datetime.fromisoformat(str(value))
+    return f"{when.day} {when:%B %Y}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+    subject: str
+    html: str
+    text: str
+
+
+class EmailRenderer:
+    """The Jinja2 environment over the templates' folders; one per app."""
+
+    def __init__(self, templates: Mapping[str, EmailTemplate], settings: Settings):
+        self.templates = dict(templates)
+        self.settings = settings
+        folders = [EMAIL_DIR] + sorted({t.directory for t in templates.values() if t.directory}, key=str)
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(f) for f in folders]),
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
+            undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+            auto_reload=False,  # templates are read once; no stat() per render
+        )
+        self.env.filters.update(money=format_money, date=format_date)
+        for template in self.templates.values():
+            for suffix in ("subject.txt", "html", "txt"):
+                try:
+                    self.env.get_template(f"{template.name}.{suffix}")
+                except jinja2.TemplateError as exc:
+                    raise TemplateError(f"email template {template.name}: {template.name}.{suffix}: {exc}") from exc
+
+    def context(self, template: EmailTemplate, data: Mapping[str, Any], *, recipient: Mapping[str, Any],
+                unsubscribe_url: str | None = None) -> dict[str, Any]:
+        values: dict[str, Any] = {key: None for key in template.optional}
+        values.update(data)
+        name = recipient.get("display_name") or recipient.get("full_name") or ""
+        values.update(
+            user={"name": name, "first_name": name.split()[0] if name.strip() else "", "email": recipient.get("email")},
+            app_url=self.settings.public_url, category=template.category, unsubscribe_url=unsubscribe_url,
+            product_name="Vibe Coding Bible",
+        )
+        return values
+
+    def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
+        """Subject (one line), HTML and text; raises jinja2.TemplateError on a template fault."""
+        subject = self.env.get_template(f"{name}.subject.txt").render(context)
+        return Rendered(
+            subject=" ".join(subject.split())[:250],
+            html=self.env.get_template(f"{name}.html").render(context),
+            text=self.env.get_template(f"{name}.txt").render(context),
+        )

@@ -1,0 +1,2 @@
+"""The plugin host: the hookspecs, the plugin manager, and the unit-of-work context hooks are
+given."""

@@ -1,0 +1,160 @@
+"""Keeping caches true: evict on the domain hooks, and across instances with LISTEN/NOTIFY.
+
+`user_created`, `user_changed` and `subscription_changed` (announced by the Stripe pipeline and
+by the user-management actions, inside their transaction) evict the user from this process's
+`UserSessionCache` and `DatabaseQueryCache` at once. On PostgreSQL the hook also sends
+`pg_notify` in the same transaction (one per transaction, naming all the users it changed):
+PostgreSQL delivers it only if and when the transaction commits, to every instance listening,
+this one included (which evicts again, now after the commit). Each instance listens on a dedicated connection (`cache_listener_ctx`); after the
+connection is lost and re-opened, it clears its caches, since notifications may have been missed.
+The channel is named after the schema, so instances of one deployment share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import AsyncIterator
+
+import aiopg
+import psycopg2
+from aiohttp import web
+
+from vibe.keys import CONTENT_CACHE, QUERY_CACHE, SETTINGS, SHUTDOWN, USER_SESSION_CACHE
+from vibe.plugins.hookspecs import hookimpl
+from vibe.users.progress import overview_key
+
+log = logging.getLogger(__name__)
+
+
+def evict_user(app: web.Application, user_id: str) -> None:
+    app[USER_SESSION_CACHE].invalidate_user(user_id)
+    app[QUERY_CACHE].invalidate_key(overview_key(user_id))  # exact: no scan of the whole cache
+
+
+def apply(app: web.Application, payload: str) -> None:
+    """Apply one notification: `{"users": [id, ...]}`, `{"user": id}` or `{"content": true}`."""
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        log.warning("cache notification is not JSON: %.100r", payload)
+        return
+    if not isinstance(message, dict):
+        return
+    users = message.get("users")
+    if isinstance(message.get("user"), str):
+        users = [message["user"]]
+    if isinstance(users, list):
+        for user_id in users:
+            if isinstance(user_id, str):
+                evict_user(app, user_id)
+    elif message.get("content"):
+        app[CONTENT_CACHE].clear()
+
+
+NOTIFY_BYTES = 7000  # PostgreSQL's limit for a payload is 8000 bytes
+
+
+def notifications(user_ids: list[str]) -> list[str]:
+    """`{"users": [...]}` payloads for `user_ids` (each once, in order), each under NOTIFY_BYTES."""
+    payloads, batch, size = [], [], 0
+    for user_id in dict.fromkeys(user_ids):
+        cost = len(json.dumps(user_id)) + 2
+        if batch and size + cost > NOTIFY_BYTES:
+            payloads.append(json.dumps({"users": batch}))
+            batch, size = [], 0
+        batch.append(user_id)
+        size += cost
+    if batch:
+        payloads.append(json.dumps({"users": batch}))
+    return payloads
+
+
+class CacheInvalidation:
+    """The hook implementations, bound to one app (registered by `vibe.users.setup`)."""
+
+    NAME = "vibe.cache_invalidation"
+
+    def __init__(self, app: web.Application):
+        self.app = app
+        self.channel: str | None = None  # PostgreSQL: vibe_cache_<schema>, found on first use
+
+    async def _announce(self, ctx, user_id: str | None) -> None:
+        if not user_id:
+            return
+        evict_user(self.app, user_id)
+        if ctx.tx.dialect == "postgresql":
+            if self.channel is None:  # a hook before the listener started (the dispatcher starts first)
+                self.channel = channel_for(await ctx.tx.fetchval("SELECT current_schema()"))
+            # Gathered: one notification for the transaction's users, sent before it commits
+            # (a batch of Stripe events changes many), not one per change.
+            ctx.tx.collect(self._notify).append(user_id)
+
+    async def _notify(self, tx, user_ids: list[str]) -> None:
+        for payload in notifications(user_ids):
+            tx.defer("SELECT pg_notify(%s, %s)", (self.channel, payload))
+
+    @hookimpl
+    async def user_created(self, ctx, user):
+        await self._announce(ctx, (user or {}).get("id"))
+
+    @hookimpl
+    async def user_changed(self, ctx, user_id):
+        await self._announce(ctx, user_id)
+
+    @hookimpl
+    async def subscription_changed(self, ctx, user_id):
+        await self._announce(ctx, user_id)
+
+
+def channel_for(schema: str) -> str:
+    return ("vibe_cache_" + re.sub(r"[^a-z0-9_]", "_", schema.lower()))[:63]
+
+
+async def _listen(app: web.Application, invalidation: CacheInvalidation, ready: asyncio.Event) -> None:
+    dsn = app[SETTINGS].database_url
+    delay, connected_before = 0.5, False
+    while True:
+        try:
+            async with aiopg.connect(dsn, timeout=10) as conn:
+                async with conn.cursor() as cur:
+                    await cur.execute("SELECT current_schema()")
+                    channel = channel_for((await cur.fetchone())[0])
+                    await cur.execute(f'LISTEN "{channel}"')
+                invalidation.channel = channel
+                if connected_before:  # whatever was sent while we were away is lost: start afresh
+                    for key in (USER_SESSION_CACHE, QUERY_CACHE, CONTENT_CACHE):
+                        app[key].clear()
+                connected_before, delay = True, 0.5
+                ready.set()
+                while True:
+                    message = await conn.notifies.get()
+                    apply(app, message.payload)
+        except (psycopg2.Error, OSError, asyncio.TimeoutError) as exc:
+            log.warning("cache listener lost its connection (%s); reconnecting in %.1fs", exc, delay)
+            ready.set()  # do not hold start-up hostage; the hooks still evict locally
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def listener_ctx(invalidation: CacheInvalidation):
+    async def cache_listener_ctx(app: web.Application) -> AsyncIterator[None]:
+        if app[SETTINGS].dialect != "postgresql":
+            yield
+            return
+        ready = asyncio.Event()
+        task = asyncio.create_task(_listen(app, invalidation, ready), name="cache-listener")
+        waiter = asyncio.ensure_future(ready.wait())
+        done, _ = await asyncio.wait([task, waiter], timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task in done:
+            task.result()  # the listener died at start-up: raise its error here
+        try:
+            yield
+        finally:
+            task.cancel()
+            await app[SHUTDOWN].stop("cache listener", [task])
+
+    return cache_listener_ctx

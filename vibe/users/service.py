@@ -1,0 +1,112 @@
+"""`POST /functions/v1/user-management`: `{"action": ..., "data": {...}}` routed to its action.
+
+Order of checks, cheapest and least revealing first: the body is a JSON object; the action is
+known (else 400 listing the valid ones); the caller is signed in (401) and has a role the action
+allows (403) -- all before the action reads its data or the database. Then the action validates
+its `data`, naming every wrong field.
+
+`setup(app)` also creates the three caches, registers the cache-invalidation hooks, and starts
+the PostgreSQL listener that carries evictions between instances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from vibe.keys import CONTENT_CACHE, PLUGINS, QUERY_CACHE, SETTINGS, USER_SESSION_CACHE
+from vibe.users import access, progress
+from vibe.users import actions as user_actions
+from vibe.users.cache_sync import CacheInvalidation, listener_ctx
+from vibe.users.caches import ContentCache, DatabaseQueryCache, UserSessionCache
+from vibe.users.sessions import Session, session_of
+from vibe.web import ratelimit
+from vibe.web.errors import ApiError
+from vibe.web.validation import Field, check
+
+PATH = "/functions/v1/user-management"
+MB = 1024 * 1024
+
+Action = Callable[[web.Application, Session, Any], Awaitable[dict[str, Any]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    roles: tuple[str, ...]
+    run: Action
+
+
+async def _get_profile(app, session, data):
+    cat = await access.catalogue(app)
+    return await user_actions.get_profile(app, session, data, lambda uid: progress.overview(app, uid, cat))
+
+
+async def _sync_progress(app, session, data):
+    return await progress.sync(app, session.principal.user_id, data, await access.catalogue(app))
+
+
+async def _check_access(app, session, data):
+    cat = await access.catalogue(app)
+    clean = check(data, {"resource_type": Field("str", required=True, choices=cat.types),
+                         "resource_id": Field("str", required=True, max_length=64)})
+    decision = access.decide(cat, session.profile, is_admin=session.principal.is_admin, **clean)
+    if decision is None:
+        raise ApiError(404, "resource_not_found",
+                       f"No {clean['resource_type']} has the id {clean['resource_id']!r}.")
+    return {"resource_type": clean["resource_type"], "resource_id": clean["resource_id"], **decision}
+
+
+ACTIONS: dict[str, Route] = {
+    "create_profile": Route(("user", "admin"), user_actions.create_profile),
+    "get_profile": Route(("user", "admin", "service"), _get_profile),
+    "update_profile": Route(("user", "admin"), user_actions.update_profile),
+    "update_subscription": Route(("admin", "service"), user_actions.update_subscription),
+    "sync_progress": Route(("user", "admin"), _sync_progress),
+    "check_access": Route(("user", "admin"), _check_access),
+    "bulk_update": Route(("admin", "service"), user_actions.bulk_update),
+}
+
+
+async def user_management(request: web.Request) -> web.Response:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
+        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    if not isinstance(body, dict) or set(body) - {"action", "data"}:
+        raise ApiError(400, "invalid_body", 'The body must be {"action": ..., "data": {...}}.')
+    route = ACTIONS.get(body.get("action")) if isinstance(body.get("action"), str) else None
+    if route is None:
+        raise ApiError(400, "unknown_action", f"Unknown action; valid actions are: {', '.join(ACTIONS)}.",
+                       details={"valid_actions": list(ACTIONS)})
+    session = await session_of(request)
+    role = session.principal.role
+    if role == "anonymous":
+        raise ApiError(401, "unauthorized", "A bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
+    if role not in route.roles:
+        raise ApiError(403, "forbidden", f"The action {body['action']} needs the role {' or '.join(route.roles)}.")
+    data = body.get("data", {})
+    return web.json_response(await route.run(request.app, session, data))
+
+
+def setup(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    fence = settings.cache_fence_seconds
+    app[USER_SESSION_CACHE] = UserSessionCache("user_session", int(settings.user_session_cache_mb * MB),
+                                               settings.user_session_cache_seconds, fence_seconds=fence)
+    app[CONTENT_CACHE] = ContentCache("content", int(settings.content_cache_mb * MB),
+                                      settings.content_cache_seconds, fence_seconds=fence)
+    app[QUERY_CACHE] = DatabaseQueryCache("database_query", int(settings.query_cache_mb * MB),
+                                          settings.query_cache_seconds, fence_seconds=fence)
+    invalidation = CacheInvalidation(app)
+    pm = app[PLUGINS]
+    if pm.has_plugin(CacheInvalidation.NAME):  # a plugin manager reused for a second app: this app's caches win
+        pm.unregister(name=CacheInvalidation.NAME)
+    pm.register(invalidation, name=CacheInvalidation.NAME)
+    app.cleanup_ctx.append(listener_ctx(invalidation))
+    ratelimit.setup(app)
+    app.router.add_post(PATH, user_management)

@@ -1,0 +1,130 @@
+"""The application factory: settings in, a ready aiohttp application out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator
+
+import aiohttp
+import pluggy
+from aiohttp import web
+
+from vibe.analytics import service as analytics_http
+from vibe.billing import webhook as webhooks
+from vibe.billing.dispatcher import Dispatcher
+from vibe.billing.inbox import store_events
+from vibe.billing.registry import collect_stripe_handlers
+from vibe.config import Settings
+from vibe.db.database import create_database
+from vibe.db.groupcommit import GroupCommitter
+from vibe.db.migrations import migrate
+from vibe.email import service as email_service
+from vibe.keys import (
+    DB,
+    DISPATCHER,
+    HTTP_SESSION,
+    PLUGINS,
+    SETTINGS,
+    SHUTDOWN,
+    STARTED_AT,
+    STRIPE_HANDLERS,
+    STRIPE_INBOX,
+    TOKEN_VERIFIER,
+)
+from vibe.ops import health
+from vibe.ops import service as operations
+from vibe.plugins.host import build_plugin_manager
+from vibe.users import service as users
+from vibe.web.auth import JwksCache, TokenVerifier
+from vibe.web.middlewares import error_middleware, request_id_middleware
+from vibe.web.ratelimit import ratelimit_middleware
+from vibe.web.shutdown import Shutdown
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    db = create_database(app[SETTINGS])
+    await db.open()
+    app[DB] = db
+    try:
+        await migrate(db)
+        yield
+    finally:
+        # Last to stop. A connection still out (a task cut short past the grace) would hold
+        # the pool's close for ever: past the deadline, the connections are closed outright.
+        if not await app[SHUTDOWN].wait("database pool", db.close()):
+            await app[SHUTDOWN].wait("database pool, closing at once", db.abort())
+
+
+async def http_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One shared HTTP client session (JWKS, email API, alerts) and the token verifier."""
+    settings = app[SETTINGS]
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    app[HTTP_SESSION] = session
+    jwks = JwksCache(
+        settings.supabase_jwks_url, lambda: session, ttl=settings.jwks_cache_seconds,
+        timeout=settings.jwks_timeout_seconds, min_refresh=settings.jwks_min_refresh_seconds,
+    ) if settings.supabase_jwks_url else None
+    app[TOKEN_VERIFIER] = TokenVerifier(settings, jwks)
+    try:
+        yield
+    finally:
+        await app[SHUTDOWN].wait("HTTP client session", session.close())
+
+
+async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The inbox's group committer and the dispatcher's background loop."""
+    settings = app[SETTINGS]
+    app[STRIPE_INBOX] = GroupCommitter(
+        app[DB], store_events, max_batch=100, concurrency=2 if settings.dialect == "postgresql" else 1,
+        name="stripe-inbox",
+    )
+    dispatcher = Dispatcher(app[DB], app[PLUGINS], app[STRIPE_HANDLERS], settings)
+    app[DISPATCHER] = dispatcher
+    # Several loops on PostgreSQL overlap their round trips (SKIP LOCKED keeps their batches
+    # apart); SQLite has one writer, so one loop.
+    loops = settings.stripe_dispatch_concurrency or (4 if settings.dialect == "postgresql" else 1)
+    tasks = [asyncio.create_task(dispatcher.run(), name=f"stripe-dispatcher-{i}")
+             for i in range(loops if settings.stripe_worker else 0)]
+    try:
+        yield
+    finally:
+        shutdown = app[SHUTDOWN]
+        await shutdown.stop("stripe inbox", app[STRIPE_INBOX].stop())
+        dispatcher.stop()
+        await shutdown.stop("stripe dispatcher", tasks)
+
+
+def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) -> web.Application:
+    """Build the application. Start-up errors (plugins, handlers) raise here, before serving."""
+    pm = pm or build_plugin_manager(settings)
+    app = web.Application(
+        middlewares=[request_id_middleware, ratelimit_middleware, error_middleware],
+        client_max_size=webhooks.MAX_BODY,
+        # Connection limits (issue 7, docs/reliability.md): a connection idle (or dripping its
+        # request line and headers) longer than the keep-alive is closed; request line and
+        # each header are bounded, and so is their number.
+        handler_args={"keepalive_timeout": settings.http_keepalive_seconds,
+                      "max_line_size": settings.http_max_header_bytes,
+                      "max_field_size": settings.http_max_header_bytes,
+                      "max_headers": settings.http_max_headers},
+    )
+    app[SETTINGS] = settings
+    app[PLUGINS] = pm
+    app[STARTED_AT] = time.time()
+    app[SHUTDOWN] = Shutdown(settings.shutdown_grace_seconds)
+    app[STRIPE_HANDLERS] = collect_stripe_handlers(pm, settings)
+    app.cleanup_ctx.append(http_ctx)
+    app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(stripe_ctx)
+    health.setup_routes(app)
+    webhooks.setup_routes(app)
+    users.setup(app)
+    analytics_http.setup(app)
+    email_service.setup(app)
+    operations.setup(app)
+    for result in pm.hook.register_routes(app=app):
+        if asyncio.iscoroutine(result):
+            raise TypeError("register_routes implementations must be plain functions")
+    return app
+

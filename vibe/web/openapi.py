@@ -1,0 +1,211 @@
+"""`GET /openapi.json`: an OpenAPI 3.1 document for every route the application serves.
+
+Operations are described in `OPERATIONS` (method, path template) -> operation. The document is
+built from the router itself, so a route nobody described (one a plugin added) still appears,
+with a generic operation; `tests/test_openapi.py` walks the router and fails when a built-in
+route has no description or a description has no route. Every operation answers errors in the
+house format (`default` response: `Error`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from vibe import __version__
+from vibe.analytics.queries import ROLLUPS
+from vibe.keys import ANALYTICS, HEALTH_PROBES
+
+JSON = "application/json"
+
+
+def _json(schema: dict, description: str = "OK") -> dict:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                   "request_id": {"type": ["string", "null"]}, "details": {}}}}}
+HEALTH = {"type": "object", "required": ["status", "version"], "properties": {
+    "status": {"enum": ["healthy", "degraded", "unhealthy"]}, "version": {"type": "string"},
+    "uptime_seconds": {"type": "number"}, "database": {"type": "object"}, "pool": {"type": "object"},
+    "functions": {"type": "object"}, "queues": {"type": "object", "additionalProperties": {"type": "integer"}},
+    "caches": {"type": "object"}, "circuit_breakers": {"type": "object"}}}
+FUNCTION_HEALTH = {"type": "object", "required": ["function", "status"], "properties": {
+    "function": {"type": "string"}, "status": {"enum": ["healthy", "degraded", "unhealthy"]},
+    "latency_ms": {"type": "number"}}}
+
+BEARER = [{"bearer": []}]
+COMPONENTS = {
+    "schemas": {"Error": ERROR, "Health": HEALTH, "FunctionHealth": FUNCTION_HEALTH},
+    "securitySchemes": {
+        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                   "description": "A Supabase access token (user or admin) or the service role key."},
+        "dashboardPassword": {"type": "http", "scheme": "basic", "description": "DASHBOARD_PASSWORD, any user name."},
+        "stripeSignature": {"type": "apiKey", "in": "header", "name": "Stripe-Signature"},
+    },
+}
+
+
+def op(summary: str, tag: str, ok: dict, *, body: dict | None = None, params: list | None = None,
+       security: list | None = None, unhealthy: bool = False) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": {"200": ok,
+                                                                                 "default": _json(_ref("Error"), "An error")}}
+    if unhealthy:
+        operation["responses"]["503"] = _json(ok["content"][JSON]["schema"], "Unhealthy")
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {JSON: {"schema": body}}}
+    if params:
+        operation["parameters"] = params
+    if security is not None:
+        operation["security"] = security
+    return operation
+
+
+def path_param(name: str, description: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string", "pattern": "^[a-z0-9-]{1,64}$"}}
+
+
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("get", "/health"): op("Health of the service and each function", "operations",
+                           _json(_ref("Health")), unhealthy=True),
+    ("get", "/functions/v1/{function}/health"): op(
+        "Health of one function", "operations", _json(_ref("FunctionHealth")), unhealthy=True,
+        params=[path_param("function", "stripe-webhook, user-management, analytics-tracking, email-notifications")]),
+    ("get", "/metrics"): op("Prometheus metrics", "operations", {
+        "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}),
+    ("get", "/dashboard"): op("The operator's dashboard (HTML)", "operations", {
+        "description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}},
+        security=[{"bearer": []}, {"dashboardPassword": []}]),
+    ("get", "/openapi.json"): op("This document", "operations", _json({"type": "object"})),
+    ("post", "/functions/v1/stripe-webhook"): op(
+        "Receive a signed Stripe event (stored before 2xx)", "billing",
+        _json({"type": "object", "required": ["received", "id"], "properties": {
+            "received": {"const": True}, "id": {"type": "string"}, "type": {"type": "string"},
+            "duplicate": {"type": "boolean"}, "status": {"type": "string"}}}),
+        body={"type": "object", "required": ["id", "type"], "properties": {
+            "id": {"type": "string"}, "type": {"type": "string"}, "data": {"type": "object"}}},
+        security=[{"stripeSignature": []}]),
+    ("post", "/functions/v1/user-management"): op(
+        "User management action", "users", _json({"type": "object"}),
+        body={"type": "object", "required": ["action"], "additionalProperties": False, "properties": {
+            "action": {"enum": ["create_profile", "get_profile", "update_profile", "update_subscription",
+                                "sync_progress", "check_access", "bulk_update"]},
+            "data": {"type": "object"}}},
+        security=BEARER),
+}
+
+# -- analytics (issue 4)
+A = "/functions/v1/analytics-tracking"
+OBJ = _json({"type": "object"})
+TIME = {"type": "string", "description": "Unix seconds or ISO 8601"}
+
+
+def query(name: str, schema: dict, description: str = "", required: bool = False) -> dict:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+RANGE = [query("from", TIME, "start (default: 30 days before `to`)"), query("to", TIME, "end (default: now)")]
+USER = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+EVENT = {"type": "object", "properties": {"event": {"type": "string"}, "user_id": {"type": ["string", "null"]},
+                                          "anonymous_id": {"type": ["string", "null"]},
+                                          "properties": {"type": "object"}, "timestamp": {}}}
+OPERATIONS.update({
+    ("get", A + "/metrics"): op("Event counts over time", "analytics", OBJ, security=BEARER, params=[
+        query("name", {"type": "string"}, "event name (default: every event)"),
+        query("interval", {"enum": ["hour", "day"]}), *RANGE]),
+    ("get", A + "/business"): op("Business figures (revenue, subscriptions)", "analytics", OBJ,
+                                 security=BEARER, params=RANGE),
+    ("get", A + "/funnel"): op("Conversion through a sequence of events", "analytics", OBJ, security=BEARER, params=[
+        query("steps", {"type": "string"}, "2 to 10 event names, comma-separated", required=True), *RANGE]),
+    ("get", A + "/aggregates/{kind}"): op("A daily rollup", "analytics", OBJ, security=BEARER, params=[
+        {**path_param("kind", "the rollup"), "schema": {"enum": sorted(ROLLUPS)}}, *RANGE]),
+    ("get", A + "/journey/{user_id}"): op("One user's events in order", "analytics", OBJ, security=BEARER, params=[
+        USER, *RANGE, query("limit", {"type": "integer", "minimum": 1, "maximum": 10000})]),
+    ("get", A + "/users/{user_id}/events"): op("Export a user's events (NDJSON)", "analytics", {
+        "description": "one event a line", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+        security=BEARER, params=[USER]),
+    ("delete", A + "/users/{user_id}"): op("Erase a user's analytics", "analytics", OBJ, security=BEARER,
+                                           params=[USER]),
+    ("post", A + "/{endpoint}"): op("Track one event or a batch", "analytics", OBJ, security=BEARER, params=[
+        {**path_param("endpoint", "an endpoint a plugin registered"), "schema": {"type": "string"}}],
+        body={"oneOf": [EVENT, {"type": "object", "required": ["batch"],
+                                "properties": {"batch": {"type": "array", "items": EVENT}}}]}),
+    ("post", "/v1/batch"): op("Segment-compatible batch", "analytics", OBJ, body={"type": "object"},
+                              security=[{"segmentWriteKey": []}]),
+    ("post", "/v1/import"): op("Segment-compatible import (same as batch)", "analytics", OBJ, body={"type": "object"},
+                               security=[{"segmentWriteKey": []}]),
+    ("post", "/v1/{type}"): op("Segment-compatible single call", "analytics", OBJ, body={"type": "object"},
+                               security=[{"segmentWriteKey": []}], params=[{
+                                   "name": "type", "in": "path", "required": True, "schema": {
+                                       "enum": ["track", "page", "identify", "screen", "group", "alias"]}}]),
+})
+# -- email (issue 5)
+E = "/functions/v1/email-notifications"
+PAGE = {"description": "the page (for a browser) or JSON", "content": {
+    "text/html": {"schema": {"type": "string"}}, JSON: {"schema": {"type": "object"}}}}
+TOKEN = [query("token", {"type": "string"}, "the signed token from the email's link", required=True)]
+OPERATIONS.update({
+    ("post", E): op("Queue an email (stored before 2xx; 200 when suppressed, 202 when queued)", "email",
+                    OBJ, security=BEARER, body={"type": "object", "required": ["user_id", "type"],
+                                                "additionalProperties": False, "properties": {
+                                                    "user_id": {"type": "string", "minLength": 1, "maxLength": 128},
+                                                    "type": {"type": "string"}, "data": {"type": "object"},
+                                                    "idempotency_key": {"type": "string"}}}),
+    ("post", E + "/events"): op("Delivery event from the provider (Svix-signed)", "email", OBJ,
+                                body={"type": "object", "required": ["type", "data"]},
+                                security=[{"svixSignature": []}]),
+    ("get", E + "/{id}"): op("One email and its history", "email", OBJ, security=BEARER, params=[
+        {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}]),
+    ("get", E + "/unsubscribe"): op("The unsubscribe page", "email", PAGE, params=TOKEN),
+    ("post", E + "/unsubscribe"): op("One-click unsubscribe (RFC 8058) or the page's choices", "email", PAGE,
+                                     params=TOKEN),
+})
+OPERATIONS[("post", E)]["responses"]["202"] = OBJ
+OPERATIONS[("post", E + "/unsubscribe")]["requestBody"] = {"content": {"application/x-www-form-urlencoded": {
+    "schema": {"type": "object", "properties": {"List-Unsubscribe": {"const": "One-Click"},
+                                                "action": {"enum": ["unsubscribe", "save"]}}}}}}
+COMPONENTS["securitySchemes"]["svixSignature"] = {"type": "apiKey", "in": "header", "name": "svix-signature"}
+COMPONENTS["securitySchemes"]["segmentWriteKey"] = {"type": "http", "scheme": "basic",
+                                                    "description": "ANALYTICS_WRITE_KEY as the user name"}
+
+
+def document(app: web.Application) -> dict[str, Any]:
+    paths: dict[str, dict] = {}
+    for route in app.router.routes():
+        method = route.method.lower()
+        resource = route.resource
+        if method == "head" or resource is None:
+            continue
+        path = resource.canonical
+        operation = OPERATIONS.get((method, path))
+        if operation is None:  # a plugin's route: listed, described as far as we know it
+            operation = op(f"{route.method} {path} (added by a plugin)", "plugins", _json({}))
+            names = [p.strip("{}").split(":")[0] for p in path.split("/") if p.startswith("{")]
+            if names:
+                operation["parameters"] = [path_param(n, n) for n in names]
+        names = {"/functions/v1/{function}/health": app.get(HEALTH_PROBES, {}),  # what this app has
+                 A + "/{endpoint}": app[ANALYTICS].endpoints if ANALYTICS in app else {}}.get(path)
+        if names is not None:
+            operation = {**operation, "parameters": [{**operation["parameters"][0], "schema": {
+                "type": "string", "enum": sorted(names)}}]}
+        paths.setdefault(path, {})[method] = operation
+    return {"openapi": "3.1.0",
+            "info": {"title": "vibe", "version": __version__,
+                     "description": "Billing webhooks, users, analytics and email for the Vibe Coding Bible."},
+            "paths": dict(sorted(paths.items())), "components": COMPONENTS}
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document(request.app))
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/openapi.json", openapi)
