@@ -3,7 +3,6 @@
 import asyncio
 import os
 import signal
-import socket
 import sys
 
 import aiohttp
@@ -11,14 +10,10 @@ import pytest
 
 from analytics_support import PREFIX, WRITE_KEY
 from conftest import ROOT
+from live_service import free_port
 from vibe.config import Settings
 from vibe.db.database import create_database
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -4,21 +4,16 @@ the operator commands against what it stored."""
 import asyncio
 import json
 import os
-import socket
 import sys
 
 import aiohttp
 import pytest
 
 from conftest import FIXTURES, ROOT, run_cli
+from live_service import free_port
 
 pytestmark = pytest.mark.slow
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

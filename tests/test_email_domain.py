@@ -10,7 +10,7 @@ import uuid
 
 import tokens
 
-from conftest import ROOT, load_event, make_event
+from conftest import ROOT, load_event, make_event, wait_until
 from email_support import add_profile, outbox, start_email, wait_status  # noqa: F401
 from vibe.email.schedule import iso_week, run_schedule
 from vibe.keys import EMAIL_RENDERER
@@ -196,8 +196,6 @@ async def test_scheduler_runs_in_the_service(start_service):
 
     async def queued():
         return bool(await service.db.fetchval("SELECT COUNT(*) FROM email_messages WHERE user_id = %s", (user,)))
-
-    from conftest import wait_until
 
     await wait_until(queued)
     [row] = await emails(service, "weekly_progress")

@@ -106,3 +106,11 @@ def test_the_old_billing_module_names_are_forwarded_with_a_warning():
     with pytest.raises(ImportError):
         from vibe.billing import no_such_name  # noqa: F401
 
+
+def test_no_test_module_imports_from_another_and_one_free_port_serves_them_all():
+    tests = ROOT / "tests"
+    for path in tests.rglob("*.py"):
+        imported = top_level_imports(path)
+        assert not {n for n in imported if n.startswith("test_")}, f"{path} imports a test module"
+        defines = any(isinstance(n, ast.FunctionDef) and n.name == "free_port" for n in ast.walk(ast.parse(path.read_text())))
+        assert not defines or path.name == "live_service.py", f"{path}: use live_service.free_port"

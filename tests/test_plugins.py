@@ -3,11 +3,11 @@
 import pytest
 
 from conftest import ROOT, make_event, run_cli
-from test_stripe_effects import fixture, link_user
+from stripe_support import fixture, link_user
 from vibe.web.app import create_app
 from vibe.config import Settings
 from vibe.plugins.hookspecs import hookimpl
-from vibe.keys import DISPATCHER
+from vibe.keys import DISPATCHER, STRIPE_HANDLERS
 from vibe.plugins.host import PluginError, build_plugin_manager
 
 EXAMPLES = str(ROOT / "examples" / "plugins")
@@ -61,7 +61,8 @@ def test_registration_mistakes_are_start_up_errors(env, plugin, message):
 
 def test_extra_event_types_admit_types_newer_than_the_library(env):
     settings = Settings.from_env({**env, "STRIPE_EXTRA_EVENT_TYPES": "invoice.paid_succeeded"})
-    create_app(settings, pm=build_plugin_manager(settings, extra=(Typo(),)))
+    app = create_app(settings, pm=build_plugin_manager(settings, extra=(Typo(),)))
+    assert "invoice.paid_succeeded" in app[STRIPE_HANDLERS]
 
 
 async def test_serve_refuses_to_start_with_a_broken_plugin_folder(env, tmp_path):

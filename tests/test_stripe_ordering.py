@@ -2,7 +2,7 @@
 
 import asyncio
 
-from test_stripe_effects import CUSTOMER, fixture, link_user
+from stripe_support import CUSTOMER, fixture, link_user
 
 
 def sub_event(event_type: str, created: int, **changes) -> dict:

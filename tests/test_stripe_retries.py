@@ -5,6 +5,7 @@ import json
 import pytest
 
 from conftest import ROOT, make_event, run_cli
+from stripe_support import fixture, link_user
 from vibe.plugins.hookspecs import hookimpl
 
 FLAKY_DIR = str(ROOT / "tests" / "plugins_flaky")
@@ -88,8 +89,6 @@ async def test_a_restart_resumes_pending_and_failed_work(start_service, flaky):
 
 
 async def test_replayed_billing_event_changes_nothing(service, env):
-    from test_stripe_effects import fixture, link_user
-
     await link_user(service)
     invoice = fixture("invoice.payment_succeeded", created=1_700_000_100)
     await service.deliver(invoice)

@@ -6,21 +6,16 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 
 import aiohttp
 
 from conftest import ROOT, SECRET
+from live_service import free_port
 from vibe.billing import signature as stripe_signature
 
 WRITE_KEY = "wk_reliability_write_key"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LiveServer:
