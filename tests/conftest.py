@@ -19,10 +19,10 @@ import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-import psycopg2
 import pytest
 
 import tokens
+from databases import PostgresSchemas, SqliteTemplate
 from vibe.billing import signature as stripe_signature
 from vibe.web.app import create_app
 from vibe.config import Settings
@@ -62,23 +62,26 @@ def make_event(event_type: str, obj: dict, *, created: int | None = None, event_
     return event
 
 
-@pytest.fixture
-def database_url(tmp_path):
-    """A fresh, empty database for one test."""
+@pytest.fixture(scope="session")
+def database_template(tmp_path_factory):
+    """Where each test's database comes from (tests/databases.py)."""
     if not ON_POSTGRES:
-        yield f"sqlite:///{tmp_path / 'vibe.db'}"
+        yield SqliteTemplate(tmp_path_factory.mktemp("template"))
         return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    conn = psycopg2.connect(PG_URL)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_URL else "?"
-    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    with conn.cursor() as cur:
-        cur.execute("SET lock_timeout = '10s'")
-        cur.execute(f"DROP SCHEMA {schema} CASCADE")
-    conn.close()
+    schemas = PostgresSchemas(PG_URL)
+    yield schemas
+    schemas.close()
+
+
+@pytest.fixture
+def database_url(database_template, tmp_path):
+    """A fresh database for one test (on SQLite already migrated: a copy of the template)."""
+    if not ON_POSTGRES:
+        yield database_template.copy(tmp_path)
+        return
+    url, drop = database_template.create()
+    yield url
+    database_template.drop(drop)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from conftest import ON_POSTGRES, make_event, postgres_only
+from databases import with_param
 
 
 def customer_event(n: int) -> dict:
@@ -61,7 +62,7 @@ async def test_sqlite_locked_by_another_process_answers_503_then_recovers(start_
 @postgres_only
 async def test_connections_killed_by_the_server_are_replaced_without_losing_requests(start_service, database_url):
     name = f"vibe-test-{uuid.uuid4().hex[:8]}"  # kill this test's connections only
-    service = await start_service(DATABASE_URL=f"{database_url}&application_name={name}")
+    service = await start_service(DATABASE_URL=with_param(database_url, "application_name", name))
     await service.deliver(customer_event(1))
     killed = await service.db.fetchval(
         "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "

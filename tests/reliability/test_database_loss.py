@@ -16,6 +16,7 @@ import pytest
 
 import tokens
 from conftest import make_event, postgres_only
+from databases import with_param
 
 pytestmark = [pytest.mark.reliability, postgres_only]
 
@@ -170,7 +171,7 @@ async def test_postgres_cut_mid_load_answers_503_and_recovers_without_restart(st
 
 async def test_backends_terminated_mid_load_lose_nothing(start_service, database_url):
     name = f"vibe-rel-{uuid.uuid4().hex[:8]}"  # only this test's own connections are terminated
-    service = await start_service(DATABASE_URL=f"{database_url}&application_name={name}",
+    service = await start_service(DATABASE_URL=with_param(database_url, "application_name", name),
                                   ANALYTICS_WRITE_KEY=WRITE_KEY, DB_CONNECTION_TIMEOUT="1000",
                                   RATE_LIMIT_ANONYMOUS="1000000")
     admin = psycopg2.connect(database_url)
