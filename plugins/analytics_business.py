@@ -1,9 +1,15 @@
 """Analytics endpoint `business-metric`: a named numeric figure a server reports (write key or
 service token only), summed per name per day."""
 
-from vibe.analytics.model import AnalyticsEndpoint, check_name, number, text
-from vibe.analytics.store import day, upsert_sum
-from vibe.plugins.hookspecs import hookimpl
+from vibe.api import (
+    AnalyticsEndpoint,
+    check_name,
+    day,
+    hookimpl,
+    number,
+    text,
+    upsert_sum,
+)
 
 
 def metric_properties(props):

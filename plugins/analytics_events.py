@@ -1,7 +1,6 @@
 """Analytics endpoints `event` (any named event) and `user-behavior` (what a learner did in the UI)."""
 
-from vibe.analytics.model import AnalyticsEndpoint, number, text
-from vibe.plugins.hookspecs import hookimpl
+from vibe.api import AnalyticsEndpoint, hookimpl, number, text
 
 
 def event_properties(props):

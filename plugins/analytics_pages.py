@@ -3,9 +3,7 @@
 from collections import Counter
 from urllib.parse import urlsplit
 
-from vibe.analytics.model import AnalyticsEndpoint, EventInvalid, text
-from vibe.analytics.store import day, upsert_sum
-from vibe.plugins.hookspecs import hookimpl
+from vibe.api import AnalyticsEndpoint, EventInvalid, day, hookimpl, text, upsert_sum
 
 MAX_PATH = 1024
 

@@ -4,11 +4,20 @@ revenue and subscription events the billing pipeline's hooks record in their own
 import re
 import uuid
 
-from vibe.analytics.model import AnalyticsEndpoint, Event, EventInvalid, choice, number
-from vibe.analytics.store import day, store_events, upsert_sum
-from vibe.billing.state import GRANTING
-from vibe.config import TIERS
-from vibe.plugins.hookspecs import hookimpl
+from vibe.api import (
+    GRANTING,
+    TIERS,
+    AnalyticsEndpoint,
+    Event,
+    EventInvalid,
+    choice,
+    day,
+    hookimpl,
+    number,
+    store_events,
+    subscription_tier,
+    upsert_sum,
+)
 
 ACTIONS = ("subscribed", "upgraded", "downgraded", "renewed", "canceled", "reactivated", "updated", "payment")
 REVENUE = "payment"  # the action that is money received; the others describe the lifecycle
@@ -91,7 +100,7 @@ async def payment_succeeded(ctx, payment):
             and payer["subscription_status"] in GRANTING:
         tier = payer["tier"]  # the payer is on this subscription's paid tier
     elif payment.get("subscription_id"):
-        tier = await ctx.tx.fetchval("SELECT tier FROM subscriptions WHERE id = %s", (payment["subscription_id"],))
+        tier = await subscription_tier(ctx.tx, payment["subscription_id"])
     if tier is None and payer:
         tier = payer["tier"]
     await record(ctx, f"payment:{payment['id']}", payment.get("user_id"), float(payment["created"]), {

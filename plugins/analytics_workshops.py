@@ -1,9 +1,7 @@
 """Analytics endpoint `workshop-completion`: a workshop id (score and duration optional), counted
 per workshop per day with score and duration sums for averages."""
 
-from vibe.analytics.model import AnalyticsEndpoint, number, text
-from vibe.analytics.store import day, upsert_sum
-from vibe.plugins.hookspecs import hookimpl
+from vibe.api import AnalyticsEndpoint, day, hookimpl, number, text, upsert_sum
 
 
 def completion_properties(props):

@@ -1,8 +1,6 @@
 """Account mail: the welcome email, queued when a profile is created."""
 
-from vibe.email.queue import enqueue_for
-from vibe.email.templates import EmailTemplate
-from vibe.plugins.hookspecs import hookimpl
+from vibe.api import EmailTemplate, enqueue_for, hookimpl
 
 
 @hookimpl

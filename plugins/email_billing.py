@@ -4,9 +4,7 @@ Each is queued in the transaction that recorded the money, keyed by the payment 
 id: a Stripe event delivered twice or replayed records nothing new and so queues nothing new.
 """
 
-from vibe.email.queue import enqueue_for
-from vibe.email.templates import EmailTemplate
-from vibe.plugins.hookspecs import hookimpl
+from vibe.api import EmailTemplate, enqueue_for, hookimpl
 
 MONEY = {"amount": int, "currency": str}
 

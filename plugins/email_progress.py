@@ -2,9 +2,7 @@
 
 import datetime
 
-from vibe.email.queue import enqueue_for
-from vibe.email.templates import EmailTemplate
-from vibe.plugins.hookspecs import hookimpl
+from vibe.api import EmailTemplate, enqueue_for, hookimpl, recent_progress
 
 
 @hookimpl
@@ -40,19 +38,12 @@ async def weekly_report(tx, profile, data, now):
     if data:
         return data
     since = now - 7 * 86400
-    done = await tx.fetchall(
-        "SELECT resource_type, resource_id FROM user_progress WHERE user_id = %s AND status = 'completed' "
-        "AND completed_at >= %s ORDER BY completed_at", (profile["id"], since),
-    )
-    unlocked = await tx.fetchall(
-        "SELECT a.name FROM user_achievements u JOIN achievements a ON a.key = u.achievement_key "
-        "WHERE u.user_id = %s AND u.unlocked_at >= %s ORDER BY u.unlocked_at", (profile["id"], since),
-    )
+    done, unlocked = await recent_progress(tx, profile["id"], since)
     workshops = [r["resource_id"] for r in done if r["resource_type"] == "workshop"]
     year, week, _ = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isocalendar()
     return {"week": f"{year}-W{week:02d}", "workshops_completed": len(workshops),
             "items_completed": len(done), "achievements_unlocked": len(unlocked),
-            "highlights": (workshops + [r["name"] for r in unlocked])[:10]}
+            "highlights": (workshops + unlocked)[:10]}
 
 
 @hookimpl

@@ -1,6 +1,6 @@
 """Referral commissions: the referrer of a paying user earns a share of each payment, once."""
 
-from vibe.plugins.hookspecs import hookimpl
+from vibe.api import hookimpl, record_commission
 
 
 @hookimpl
@@ -11,15 +11,6 @@ async def payment_succeeded(ctx, payment):
     referrer = payer["referred_by"] if payer else None
     if not referrer or referrer == payment["user_id"]:
         return
-    rate = ctx.settings.referral_commission_rate
-    amount = int(payment["amount"] * rate)  # smallest currency unit, rounded down
-    rows = await ctx.tx.fetchall(
-        "INSERT INTO commissions (payment_id, referrer_id, referred_user_id, amount, currency, rate, created_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (payment_id) DO NOTHING RETURNING id",
-        (payment["id"], referrer, payment["user_id"], amount, payment["currency"], rate, ctx.now),
-    )
-    if rows:
-        await ctx.announce("commission_earned", commission={
-            "id": rows[0]["id"], "referrer_id": referrer, "referred_user_id": payment["user_id"],
-            "payment_id": payment["id"], "amount": amount, "currency": payment["currency"], "rate": rate,
-        })
+    commission = await record_commission(ctx, payment, referrer, ctx.settings.referral_commission_rate)
+    if commission is not None:
+        await ctx.announce("commission_earned", commission=commission)

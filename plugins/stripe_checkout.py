@@ -1,25 +1,30 @@
 """checkout.session.completed: link customer and subscription to the user; one-time payments."""
 
-from vibe.billing import state as billing
-from vibe.billing.outcomes import EventIgnored
-from vibe.billing.payments import record_payment, success_key
-from vibe.plugins.hookspecs import hookimpl
+from vibe.api import (
+    EventIgnored,
+    hookimpl,
+    object_id,
+    record_payment,
+    resolve_user,
+    success_key,
+    update_profile,
+)
 
 
 async def checkout_completed(ctx):
     session = ctx.obj
-    customer_id = billing.object_id(session.get("customer"))
+    customer_id = object_id(session.get("customer"))
     email = (session.get("customer_details") or {}).get("email") or session.get("customer_email")
     user_id = session.get("client_reference_id") or (session.get("metadata") or {}).get("user_id")
-    profile = await billing.resolve_user(ctx, customer_id, user_id=user_id, email=email)
+    profile = await resolve_user(ctx, customer_id, user_id=user_id, email=email)
     if not profile:
         raise EventIgnored("no client_reference_id, metadata.user_id, customer or known email")
     user_id = profile["id"]
-    subscription_id = billing.object_id(session.get("subscription"))
+    subscription_id = object_id(session.get("subscription"))
     if subscription_id and profile["stripe_subscription_id"] != subscription_id:
-        await billing.update_profile(ctx, user_id, {"stripe_subscription_id": subscription_id})
+        await update_profile(ctx, user_id, {"stripe_subscription_id": subscription_id})
     if session.get("mode") == "payment" and session.get("payment_status") == "paid":
-        pi = billing.object_id(session.get("payment_intent"))
+        pi = object_id(session.get("payment_intent"))
         await record_payment(
             ctx, dedupe_key=success_key(payment_intent_id=pi, checkout_session_id=session["id"]),
             status="succeeded", kind="checkout", amount=session.get("amount_total") or 0,

@@ -1,18 +1,22 @@
 """customer.created: link the Stripe customer to a user."""
 
-from vibe.billing import state as billing
-from vibe.billing.outcomes import EventIgnored
-from vibe.plugins.hookspecs import hookimpl
+from vibe.api import (
+    EventIgnored,
+    ensure_profile,
+    hookimpl,
+    link_customer,
+    user_by_email,
+)
 
 
 async def customer_created(ctx):
     customer = ctx.obj
     email = customer.get("email")
-    user_id = (customer.get("metadata") or {}).get("user_id") or await billing.user_by_email(ctx.tx, email)
+    user_id = (customer.get("metadata") or {}).get("user_id") or await user_by_email(ctx.tx, email)
     if not user_id:
         raise EventIgnored("no user named in metadata.user_id and no profile with this email")
-    await billing.ensure_profile(ctx, user_id, email=email, full_name=customer.get("name"))
-    linked = await billing.link_customer(ctx, user_id, customer["id"], email)
+    await ensure_profile(ctx, user_id, email=email, full_name=customer.get("name"))
+    linked = await link_customer(ctx, user_id, customer["id"], email)
     return f"linked to user {user_id}" if linked else f"already linked (user {user_id})"
 
 

@@ -1,14 +1,23 @@
 """invoice.payment_succeeded / invoice.payment_failed: record the money or the failure."""
 
-from vibe.billing import state as billing
-from vibe.billing.payments import record_payment, success_key
-from vibe.plugins.hookspecs import hookimpl
+from vibe.api import (
+    hookimpl,
+    invoice_payment_intent,
+    invoice_subscription,
+    mark_past_due,
+    object_id,
+    record_payment,
+    resolve_user,
+    success_key,
+    superseded,
+    update_profile,
+)
 
 
 async def _context(ctx):
     invoice = ctx.obj
-    customer_id = billing.object_id(invoice.get("customer"))
-    profile = await billing.resolve_user(
+    customer_id = object_id(invoice.get("customer"))
+    profile = await resolve_user(
         ctx, customer_id, user_id=(invoice.get("metadata") or {}).get("user_id"), email=invoice.get("customer_email")
     )
     return invoice, customer_id, profile
@@ -17,7 +26,7 @@ async def _context(ctx):
 async def payment_succeeded(ctx):
     invoice, customer_id, profile = await _context(ctx)
     user_id = profile["id"] if profile else None
-    pi = billing.invoice_payment_intent(invoice)
+    pi = invoice_payment_intent(invoice)
     amount = invoice.get("amount_paid")
     if amount is None:
         amount = invoice.get("total") or 0
@@ -25,7 +34,7 @@ async def payment_succeeded(ctx):
         ctx, dedupe_key=success_key(payment_intent_id=pi, invoice_id=invoice["id"]), status="succeeded",
         kind="invoice", amount=amount, currency=invoice.get("currency") or "", user_id=user_id,
         customer_id=customer_id, invoice_id=invoice["id"], payment_intent_id=pi,
-        charge_id=billing.object_id(invoice.get("charge")), subscription_id=billing.invoice_subscription(invoice),
+        charge_id=object_id(invoice.get("charge")), subscription_id=invoice_subscription(invoice),
     )
     return f"payment {row['id']} {'recorded' if new else 'already recorded'}"
 
@@ -33,13 +42,13 @@ async def payment_succeeded(ctx):
 async def payment_failed(ctx):
     invoice, customer_id, profile = await _context(ctx)
     user_id = profile["id"] if profile else None
-    subscription_id = billing.invoice_subscription(invoice)
+    subscription_id = invoice_subscription(invoice)
     attempt = invoice.get("attempt_count") or 1
     error = (invoice.get("last_finalization_error") or {}).get("message")
     row, new = await record_payment(
         ctx, dedupe_key=f"failed:in:{invoice['id']}:{attempt}", status="failed", kind="invoice",
         amount=invoice.get("amount_due") or 0, currency=invoice.get("currency") or "", user_id=user_id,
-        customer_id=customer_id, invoice_id=invoice["id"], payment_intent_id=billing.invoice_payment_intent(invoice),
+        customer_id=customer_id, invoice_id=invoice["id"], payment_intent_id=invoice_payment_intent(invoice),
         subscription_id=subscription_id, failure_message=error,
     )
     if subscription_id and profile:
@@ -49,21 +58,14 @@ async def payment_failed(ctx):
 
 async def _mark_past_due(ctx, profile, subscription_id):
     """Past due, unless a newer subscription event (say, the retry that succeeded) says otherwise."""
-    version = await ctx.tx.fetchone(
-        "SELECT event_created FROM stripe_object_versions WHERE object_id = %s", (subscription_id,)
-    )
-    if version is not None and int(version["event_created"]) > ctx.created:
+    if await superseded(ctx, subscription_id):
         return
-    updated = await ctx.tx.execute(
-        "UPDATE subscriptions SET status = 'past_due', updated_at = %s "
-        "WHERE id = %s AND status IN ('active', 'trialing')",
-        (ctx.now, subscription_id),
-    )
+    updated = await mark_past_due(ctx, subscription_id)
     user_id = profile["id"]
     if (updated or profile["stripe_subscription_id"] == subscription_id) and profile["subscription_status"] in (
         "active", "trialing"
     ):
-        await billing.update_profile(ctx, user_id, {"subscription_status": "past_due"})
+        await update_profile(ctx, user_id, {"subscription_status": "past_due"})
         await ctx.announce("subscription_changed", user_id=user_id, change={
             "subscription_id": subscription_id, "old_tier": profile["tier"], "tier": profile["tier"],
             "status": "past_due", "old_status": profile["subscription_status"],

@@ -1,22 +1,24 @@
 """payment_intent.succeeded and charge.dispute.created."""
 
-from vibe.billing import state as billing
-from vibe.billing.payments import (
+from vibe.api import (
+    hookimpl,
+    object_id,
     record_dispute,
     record_payment,
+    resolve_user,
     success_key,
+    update_profile,
     user_for_charge,
 )
-from vibe.plugins.hookspecs import hookimpl
 
 
 async def payment_intent_succeeded(ctx):
     pi = ctx.obj
-    customer_id = billing.object_id(pi.get("customer"))
-    profile = await billing.resolve_user(ctx, customer_id, user_id=(pi.get("metadata") or {}).get("user_id"),
+    customer_id = object_id(pi.get("customer"))
+    profile = await resolve_user(ctx, customer_id, user_id=(pi.get("metadata") or {}).get("user_id"),
                                          email=pi.get("receipt_email"))
     user_id = profile["id"] if profile else None
-    charge = billing.object_id(pi.get("latest_charge"))
+    charge = object_id(pi.get("latest_charge"))
     if not charge:
         charges = (pi.get("charges") or {}).get("data") or []
         charge = charges[0].get("id") if charges else None
@@ -25,19 +27,19 @@ async def payment_intent_succeeded(ctx):
         ctx, dedupe_key=success_key(payment_intent_id=pi["id"]), status="succeeded",
         kind="invoice" if pi.get("invoice") else "payment_intent", amount=amount,
         currency=pi.get("currency") or "", user_id=user_id, customer_id=customer_id,
-        payment_intent_id=pi["id"], charge_id=charge, invoice_id=billing.object_id(pi.get("invoice")),
+        payment_intent_id=pi["id"], charge_id=charge, invoice_id=object_id(pi.get("invoice")),
     )
     return f"payment {row['id']} {'recorded' if new else 'already recorded'}"
 
 
 async def dispute_created(ctx):
     dispute = ctx.obj
-    charge_id = billing.object_id(dispute.get("charge"))
-    pi = billing.object_id(dispute.get("payment_intent"))
+    charge_id = object_id(dispute.get("charge"))
+    pi = object_id(dispute.get("payment_intent"))
     user_id = await user_for_charge(ctx, charge_id, pi)
     if await record_dispute(ctx, dispute, user_id, charge_id, pi):
         if user_id:
-            await billing.update_profile(ctx, user_id, {"needs_review": True})
+            await update_profile(ctx, user_id, {"needs_review": True})
         await ctx.announce("dispute_created", dispute={
             "id": dispute["id"], "user_id": user_id, "amount": dispute.get("amount"),
             "currency": dispute.get("currency"), "reason": dispute.get("reason"), "charge_id": charge_id,

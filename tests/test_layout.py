@@ -74,19 +74,36 @@ def test_db_imports_no_concern_and_vibe_never_imports_the_plugins_folder():
 
 def test_every_module_is_in_a_package_or_one_of_the_shared_ones():
     flat = {p.stem for p in (ROOT / "vibe").glob("*.py")} - {"__init__"}
-    assert flat == SHARED
+    assert flat == SHARED | {"api"}  # api: the plugins' surface, imported by plugins only
     assert {p.name for p in (ROOT / "vibe").iterdir() if p.is_dir() and p.name != "__pycache__"} == set(PACKAGES)
     vague = [p for p in (ROOT / "vibe").rglob("*.py") if p.stem in ("utils", "helpers", "manager", "common")]
     assert not vague, vague
 
 
-def test_plugins_and_examples_use_no_deprecated_path():
-    old = set(deprecated.MOVED)
+def test_plugins_and_examples_import_only_the_plugin_api():
     for path in [*(ROOT / "plugins").glob("*.py"), *(ROOT / "examples").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                assert node.module not in old, f"{path}: {node.module}"
-                assert not (node.module == "vibe.billing" and {a.name for a in node.names} - {"state"}), path
+            modules = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                       else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for module in modules:
+                assert module.split(".")[0] != "vibe" or module == "vibe.api", f"{path}: imports {module}"
+
+
+def test_plugins_send_no_sql_of_their_own():
+    """Core tables are written and read through vibe.api's domain helpers, not a plugin's SQL."""
+    sql = {"execute", "executemany", "fetchall", "fetchone", "fetchval", "defer"}
+    for path in [*(ROOT / "plugins").glob("*.py"), *(ROOT / "examples" / "plugins").glob("*.py")]:
+        calls = {n.func.attr for n in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+        assert not calls & sql, f"{path} sends SQL: {sorted(calls & sql)}"
+
+
+def test_the_plugin_api_names_only_what_it_has():
+    from vibe import api
+
+    assert sorted(api.__all__) == sorted(set(api.__all__))
+    assert all(hasattr(api, name) for name in api.__all__)
+    assert not [n for n in api.__all__ if n.startswith("_")]
 
 
 @pytest.mark.parametrize("old", sorted(deprecated.MOVED))

@@ -5,8 +5,7 @@ then send `{"properties": {"lesson_id": "intro-1", "rating": 5, "comment": "clea
 token (or the write key and a user_id). The rating must be a whole number from 1 to 5.
 """
 
-from vibe.analytics.model import AnalyticsEndpoint, number, text
-from vibe.plugins.hookspecs import hookimpl
+from vibe.api import AnalyticsEndpoint, hookimpl, number, text
 
 
 def feedback_properties(props):

@@ -10,8 +10,7 @@ live in `templates/` beside this module and extend the service's shared layout.
 
 from pathlib import Path
 
-from vibe.email.templates import EmailTemplate
-from vibe.plugins.hookspecs import hookimpl
+from vibe.api import EmailTemplate, hookimpl
 
 
 @hookimpl

@@ -5,9 +5,13 @@ of your own. It records each refund once, as a payment row of status `refunded` 
 who paid the charge, and flags the user for an administrator. Nothing in vibe/ changes.
 """
 
-from vibe.billing.state import object_id, update_profile
-from vibe.plugins.hookspecs import hookimpl
-from vibe.billing.payments import record_payment, user_for_charge
+from vibe.api import (
+    hookimpl,
+    object_id,
+    record_payment,
+    update_profile,
+    user_for_charge,
+)
 
 
 async def charge_refunded(ctx):

@@ -91,3 +91,18 @@ async def record_dispute(ctx: StripeEventContext, dispute: dict, user_id: str | 
         (user_id, f"dispute {dispute.get('reason') or ''}".strip(), f"dispute:{dispute['id']}", ctx.now),
     )
     return True
+
+
+async def record_commission(ctx: StripeEventContext, payment: dict, referrer_id: str, rate: float) -> dict | None:
+    """The referrer's share of a payment (rounded down to the smallest currency unit), once per
+    payment: the commission as stored, or None when this payment already had one."""
+    amount = int(payment["amount"] * rate)
+    rows = await ctx.tx.fetchall(
+        "INSERT INTO commissions (payment_id, referrer_id, referred_user_id, amount, currency, rate, created_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (payment_id) DO NOTHING RETURNING id",
+        (payment["id"], referrer_id, payment["user_id"], amount, payment["currency"], rate, ctx.now),
+    )
+    if not rows:
+        return None
+    return {"id": rows[0]["id"], "referrer_id": referrer_id, "referred_user_id": payment["user_id"],
+            "payment_id": payment["id"], "amount": amount, "currency": payment["currency"], "rate": rate}

@@ -50,6 +50,15 @@ async def claim_version(ctx: StripeEventContext, object_id: str) -> bool:
     return bool(rows)
 
 
+async def superseded(ctx: StripeEventContext, object_id: str) -> bool:
+    """True when an event newer than this one, in `claim_version`'s order, was applied to
+    `object_id` (an invoice event asking whether its subscription has moved on). Reads only."""
+    row = await ctx.tx.fetchone(
+        "SELECT event_created, event_rank FROM stripe_object_versions WHERE object_id = %s", (object_id,))
+    return row is not None and (int(row["event_created"]), int(row["event_rank"])) > (
+        ctx.created, type_rank(ctx.event["type"]))
+
+
 def new_referral_code() -> str:
     return "VIBE" + secrets.token_hex(4).upper()
 
@@ -221,3 +230,31 @@ def object_id(value: Any) -> str | None:
     if isinstance(value, dict):
         return value.get("id")
     return value if isinstance(value, str) and value else None
+
+
+SUBSCRIPTION_COLUMNS = ("user_id", "customer_id", "status", "tier", "price_id", "amount", "currency", "billing_interval",
+                        "current_period_end", "cancel_at_period_end", "started_at", "ended_at")
+
+
+def save_subscription(ctx: StripeEventContext, subscription_id: str, **row: Any) -> None:
+    """Insert or replace a subscription's row (every column of SUBSCRIPTION_COLUMNS, by name),
+    sent with the transaction's next statement."""
+    values = [row[c] for c in SUBSCRIPTION_COLUMNS]
+    names = (*SUBSCRIPTION_COLUMNS, "updated_at", "id")
+    ctx.tx.defer(
+        f"INSERT INTO subscriptions ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))}) "
+        f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in names[:-1])}",
+        (*values, ctx.now, subscription_id),
+    )
+
+
+async def mark_past_due(ctx: StripeEventContext, subscription_id: str) -> int:
+    """An active or trialing subscription's row becomes past due; how many rows changed (0 or 1)."""
+    return await ctx.tx.execute(
+        "UPDATE subscriptions SET status = 'past_due', updated_at = %s WHERE id = %s AND status IN ('active', 'trialing')",
+        (ctx.now, subscription_id))
+
+
+async def subscription_tier(tx, subscription_id: str) -> str | None:
+    """The paid tier of a stored subscription, None for one vibe has not seen."""
+    return await tx.fetchval("SELECT tier FROM subscriptions WHERE id = %s", (subscription_id,))

@@ -183,3 +183,17 @@ async def overview(app: web.Application, user_id: str, cat: Catalogue) -> dict[s
     }
     cache.set(key, result, loaded_at=loaded_at)
     return result
+
+
+async def recent_progress(tx, user_id: str, since: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """What a learner completed since `since` (resource_type, resource_id; oldest first) and the
+    names of the achievements they unlocked since then (the weekly report's material)."""
+    done = await tx.fetchall(
+        "SELECT resource_type, resource_id FROM user_progress WHERE user_id = %s AND status = 'completed' "
+        "AND completed_at >= %s ORDER BY completed_at", (user_id, since),
+    )
+    unlocked = await tx.fetchall(
+        "SELECT a.name FROM user_achievements u JOIN achievements a ON a.key = u.achievement_key "
+        "WHERE u.user_id = %s AND u.unlocked_at >= %s ORDER BY u.unlocked_at", (user_id, since),
+    )
+    return done, [r["name"] for r in unlocked]

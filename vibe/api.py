@@ -1,0 +1,70 @@
+"""The plugin API: everything a plugin may import from vibe, in one place (docs/plugins.md).
+
+Plugins in `plugins/` and `examples/` import from here and nowhere else in vibe
+(tests/test_layout.py holds them to it), so vibe's packages can move and change inside without
+breaking a plugin. Each name is documented where it is defined; this module only gathers them.
+"""
+
+from vibe.analytics.model import (
+                                AnalyticsEndpoint,
+                                Event,
+                                EventInvalid,
+                                check_name,
+                                choice,
+                                number,
+                                text,
+)
+from vibe.analytics.store import day, store_events, upsert_sum
+from vibe.billing.outcomes import EventIgnored, EventStale
+from vibe.billing.payments import (
+                                record_commission,
+                                record_dispute,
+                                record_payment,
+                                success_key,
+                                user_for_charge,
+)
+from vibe.billing.state import (
+                                GRANTING,
+                                claim_version,
+                                ensure_profile,
+                                get_profile,
+                                invoice_payment_intent,
+                                invoice_subscription,
+                                link_customer,
+                                mark_past_due,
+                                object_id,
+                                period_end,
+                                resolve_user,
+                                save_subscription,
+                                subscription_price,
+                                subscription_tier,
+                                superseded,
+                                tier_for_price,
+                                update_profile,
+                                user_by_email,
+)
+from vibe.config import TIERS
+from vibe.email.queue import enqueue_for
+from vibe.email.templates import EmailTemplate
+from vibe.plugins.context import DomainContext, StripeEventContext
+from vibe.plugins.hookspecs import hookimpl
+from vibe.users.progress import recent_progress
+
+__all__ = [
+    # hooks
+    "hookimpl", "DomainContext", "StripeEventContext",
+    # Stripe: how an event ended, the billing state, money
+    "EventIgnored", "EventStale",
+    "GRANTING", "TIERS", "claim_version", "superseded", "ensure_profile", "get_profile", "link_customer",
+    "resolve_user", "user_by_email", "update_profile", "object_id", "period_end", "subscription_price",
+    "tier_for_price", "invoice_payment_intent", "invoice_subscription",
+    "save_subscription", "mark_past_due", "subscription_tier",
+    "record_payment", "record_dispute", "record_commission", "success_key", "user_for_charge",
+    # users
+    "recent_progress",
+    # email
+    "EmailTemplate", "enqueue_for",
+    # analytics
+    "AnalyticsEndpoint", "Event", "EventInvalid", "check_name", "choice", "number", "text",
+    "day", "store_events", "upsert_sum",
+]
