@@ -84,7 +84,11 @@ async def test_check_config_on_good_and_bad_environments(tmp_path):
     code, out, _ = await run_cli("check-config", "--json", env={**base, **GOOD_PRODUCTION})
     report = json.loads(out)
     assert code == 0 and report["ok"] and report["environment"] == "production"
-    assert all("a1a1a1a1a1a1" not in v["value"] for v in report["variables"])  # secrets masked
+    shown = {v["name"]: v["value"] for v in report["variables"]}
+    assert shown["STRIPE_SECRET_KEY"] == "sk_live_… (32 characters)"  # the kind and length only
+    assert shown["STRIPE_WEBHOOK_SECRET"] == "whsec_… (30 characters)"
+    assert shown["SUPABASE_SERVICE_ROLE_KEY"] == "… (13 characters)"
+    assert shown["DATABASE_URL"] == "postgresql://…@db.internal/vibe"
     bad = {**GOOD_PRODUCTION, "STRIPE_SECRET_KEY": "sk_test_" + "a1" * 12, "STRIPE_WEBHOOK_SECRET": "whsec_x",
            "SUPABASE_URL": "http://abc.supabase.co", "ALERT_WEBHOOK": "hooks.example.com"}
     del bad["ADMIN_EMAIL"]
@@ -97,6 +101,19 @@ async def test_check_config_on_good_and_bad_environments(tmp_path):
     assert code == 1 and "STRIPE_SECRET_KEY" in out and "error(s)" in out
     code, out, _ = await run_cli("check-config", env={**base, "STRIPE_SECRET_KEY": "sk_test_" + "c" * 20})
     assert code == 0 and "configuration OK" in out
+
+
+async def test_check_config_shows_not_one_character_of_a_secret(tmp_path):
+    jwt_secret = "super-secret-jwt-token-with-at-least-32-characters"
+    code, out, _ = await run_cli("check-config", "--json", env={
+        "VIBE_DATA_DIR": str(tmp_path / "var"), "SUPABASE_JWT_SECRET": jwt_secret,
+        "DASHBOARD_PASSWORD": "dashboard-password-1", "EMAIL_SERVICE_KEY": "re_abcdefghijklmnop"})
+    assert code == 0
+    shown = {v["name"]: v["value"] for v in json.loads(out)["variables"]}
+    assert shown["SUPABASE_JWT_SECRET"] == f"… ({len(jwt_secret)} characters)"
+    assert shown["DASHBOARD_PASSWORD"] == "… (20 characters)"
+    assert shown["EMAIL_SERVICE_KEY"] == "re_… (19 characters)"
+    assert "secret-jwt" not in out and "dashboard-pass" not in out and "abcdefgh" not in out
 
 
 async def test_serve_refuses_production_with_an_invalid_configuration(tmp_path):

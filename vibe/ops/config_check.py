@@ -33,15 +33,21 @@ class Row:
         return self.state in ("missing", "wrong")
 
 
+# The start of a key that says its kind and nothing secret (Stripe, Svix/Resend, Supabase, Resend).
+PUBLIC_PREFIX = re.compile(r"^(sk_live_|sk_test_|rk_live_|rk_test_|whsec_|sb_secret_|re_)")
+
+
 def mask(name: str, value: str) -> str:
+    """What check-config may show of a value: a secret's kind and length, never a character of
+    the secret itself; a URL's scheme, host and path, without user or password."""
     if not value:
         return ""
-    if any(part in name for part in SECRET_NAMES) or name == "DATABASE_URL":
-        if name == "DATABASE_URL" or name == "SENTRY_DSN":
-            parts = urllib.parse.urlsplit(value)
-            host = parts.hostname or ""
-            return f"{parts.scheme}://…@{host}{parts.path}" if parts.scheme else "…"
-        return f"{value[:8]}…{value[-4:]}" if len(value) > 16 else "…"
+    if name in ("DATABASE_URL", "SENTRY_DSN"):
+        parts = urllib.parse.urlsplit(value)
+        return f"{parts.scheme}://…@{parts.hostname or ''}{parts.path}" if parts.scheme else "…"
+    if any(part in name for part in SECRET_NAMES):
+        prefix = PUBLIC_PREFIX.match(value)
+        return f"{prefix.group(1) if prefix else ''}… ({len(value)} characters)"
     return value
 
 
