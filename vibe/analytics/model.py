@@ -211,7 +211,7 @@ def collect_endpoints(pm, settings) -> dict[str, AnalyticsEndpoint]:
     from vibe.plugins.host import PluginError
 
     found: dict[str, AnalyticsEndpoint] = {}
-    for result in pm.hook.register_analytics_endpoints(settings=settings):
+    for _, result in pm.registered["register_analytics_endpoints"]:
         items = result if isinstance(result, (list, tuple)) else [result]
         for endpoint in items:
             if not isinstance(endpoint, AnalyticsEndpoint):

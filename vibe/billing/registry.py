@@ -1,4 +1,4 @@
-"""Collects `register_stripe_handlers` once at start-up and checks what it got.
+"""Checks what the plugins returned from `register_stripe_handlers` (collected by the plugin host).
 
 The event types Stripe can send are read from the stripe library (the `enabled_events` values
 a webhook endpoint accepts), so a typo such as `invoice.paid_succeeded` fails at start-up
@@ -13,11 +13,10 @@ import inspect
 import typing
 from typing import Any, Awaitable, Callable
 
-import pluggy
 import stripe
 
 from vibe.config import Settings
-from vibe.plugins.host import PluginError
+from vibe.plugins.host import PluginError, PluginManager
 
 Handler = Callable[[Any], Awaitable[Any]]
 
@@ -29,30 +28,30 @@ def known_event_types() -> frozenset[str]:
     return frozenset(t for t in typing.get_args(literal) if t != "*")
 
 
-def collect_stripe_handlers(pm: pluggy.PluginManager, settings: Settings) -> dict[str, Handler]:
+def collect_stripe_handlers(pm: PluginManager, settings: Settings) -> dict[str, Handler]:
+    """The handlers the plugins registered (collected by the plugin host), checked: a known
+    event type each, async, and no type handled twice."""
     known = known_event_types() | set(settings.stripe_extra_event_types)
     handlers: dict[str, Handler] = {}
     owners: dict[str, str] = {}
-    args = {"settings": settings}
-    for impl in reversed(pm.hook.register_stripe_handlers.get_hookimpls()):
-        registered = impl.function(**{name: args[name] for name in impl.argnames})
+    for plugin, registered in pm.registered["register_stripe_handlers"]:
         if not registered:
             continue
         if not isinstance(registered, dict):
-            raise PluginError(f"plugin {impl.plugin_name}: register_stripe_handlers must return a dict")
+            raise PluginError(f"plugin {plugin}: register_stripe_handlers must return a dict")
         for event_type, handler in registered.items():
             if event_type not in known:
                 raise PluginError(
-                    f"plugin {impl.plugin_name}: unknown Stripe event type {event_type!r} "
+                    f"plugin {plugin}: unknown Stripe event type {event_type!r} "
                     "(add it to STRIPE_EXTRA_EVENT_TYPES if Stripe added it after this stripe library)"
                 )
             if event_type in handlers:
                 raise PluginError(
                     f"Stripe event type {event_type!r} is handled twice: by plugins "
-                    f"{owners[event_type]} and {impl.plugin_name}"
+                    f"{owners[event_type]} and {plugin}"
                 )
             if not inspect.iscoroutinefunction(handler):
-                raise PluginError(f"plugin {impl.plugin_name}: handler for {event_type} must be async def")
+                raise PluginError(f"plugin {plugin}: handler for {event_type} must be async def")
             handlers[event_type] = handler
-            owners[event_type] = impl.plugin_name
+            owners[event_type] = plugin
     return handlers

@@ -179,17 +179,15 @@ async def enqueue_for(ctx: DomainContext, user_id: str | None, type: str, data: 
                      "(SELECT 1 FROM email_message_events e WHERE e.email_id = m.id)", (*detail, idempotency_key))
 
 
-_HOOK_TEMPLATES: "weakref.WeakKeyDictionary[Any, tuple[list, dict[str, EmailTemplate]]]" = weakref.WeakKeyDictionary()
+_HOOK_TEMPLATES: "weakref.WeakKeyDictionary[Any, dict[str, EmailTemplate]]" = weakref.WeakKeyDictionary()
 
 
 def hook_templates(pm, settings) -> dict[str, EmailTemplate]:
-    """The registered templates, collected once per plugin manager (again if its
-    `register_email_templates` implementations change), not on every hook call."""
-    impls = pm.hook.register_email_templates.get_hookimpls()
+    """The registered templates, checked once per plugin manager, not on every hook call."""
     cached = _HOOK_TEMPLATES.get(pm)
-    if cached is None or cached[0] != impls:
-        cached = _HOOK_TEMPLATES[pm] = (impls, collect_templates(pm, settings))
-    return cached[1]
+    if cached is None:
+        cached = _HOOK_TEMPLATES[pm] = collect_templates(pm, settings)
+    return cached
 
 
 async def set_status(tx: Transaction, email_id: int, status: str, now: float, *, detail: str | None = None,

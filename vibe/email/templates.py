@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import jinja2
-import pluggy
 
 from vibe.config import Settings
 from vibe.paths import TEMPLATES_DIR
+from vibe.plugins.host import PluginManager
 
 CATEGORIES = ("transactional", "engagement")
 EMAIL_DIR = TEMPLATES_DIR / "email"
@@ -101,10 +101,10 @@ def _type_name(kind: Any) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-def collect_templates(pm: pluggy.PluginManager, settings: Settings) -> dict[str, EmailTemplate]:
+def collect_templates(pm: PluginManager, settings: Settings) -> dict[str, EmailTemplate]:
     """Every registered template by name; a duplicate or malformed definition raises TemplateError."""
     found: dict[str, EmailTemplate] = {}
-    for result in pm.hook.register_email_templates(settings=settings):
+    for _, result in pm.registered["register_email_templates"]:
         for template in _as_list(result):
             if not isinstance(template, EmailTemplate):
                 raise TemplateError(f"register_email_templates returned {type(template).__name__}, not EmailTemplate")

@@ -8,6 +8,7 @@ import logging
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import pluggy
 
@@ -20,6 +21,27 @@ log = logging.getLogger(__name__)
 # vibe's own modules that implement hooks (CLI commands); loaded like any other plugin.
 BUILTIN_MODULES = ("vibe.billing.events_cli", "vibe.users.cli", "vibe.billing.stripe_cli", "vibe.analytics.cli",
                    "vibe.email.cli", "vibe.ops.cli", "vibe.ops.deploy_cli")
+
+
+# The hooks through which plugins register things, called once when the manager is built.
+REGISTRATION_HOOKS = ("register_stripe_handlers", "register_analytics_endpoints", "register_email_templates")
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, plus `registered`: what each registration hook returned, by hook name,
+    as (plugin name, value) in call order. Collected once, as the manager is built; the code
+    that uses a kind (billing's handler registry, analytics, email) checks and merges its own."""
+
+    registered: dict[str, list[tuple[str, Any]]]
+
+    def collect_registrations(self, settings: Settings) -> None:
+        args = {"settings": settings}
+        self.registered = {
+            name: [(impl.plugin_name, impl.function(**{a: args[a] for a in impl.argnames}))
+                   for impl in reversed(getattr(self.hook, name).get_hookimpls())
+                   if not (impl.wrapper or impl.hookwrapper)]
+            for name in REGISTRATION_HOOKS
+        }
 
 
 class PluginError(RuntimeError):
@@ -50,9 +72,10 @@ def plugin_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.py") if not p.name.startswith("_"))
 
 
-def build_plugin_manager(settings: Settings, *, extra: tuple[object, ...] = ()) -> pluggy.PluginManager:
-    """Load every plugin; `extra` plugin objects (tests) are registered last."""
-    pm = pluggy.PluginManager("vibe")
+def build_plugin_manager(settings: Settings, *, extra: tuple[object, ...] = ()) -> PluginManager:
+    """Load every plugin (`extra` plugin objects, for tests, last), then collect what the
+    registration hooks return."""
+    pm = PluginManager("vibe")
     pm.add_hookspecs(hookspecs)
     for name in settings.disabled_plugins:
         pm.set_blocked(name)
@@ -70,5 +93,6 @@ def build_plugin_manager(settings: Settings, *, extra: tuple[object, ...] = ()) 
     for plugin in extra:
         pm.register(plugin)
     pm.check_pending()
+    pm.collect_registrations(settings)
     return pm
 

@@ -7,7 +7,6 @@ import time
 from typing import AsyncIterator
 
 import aiohttp
-import pluggy
 from aiohttp import web
 
 from vibe.analytics import service as analytics_http
@@ -34,7 +33,7 @@ from vibe.keys import (
 )
 from vibe.ops import health
 from vibe.ops import service as operations
-from vibe.plugins.host import build_plugin_manager
+from vibe.plugins.host import PluginManager, build_plugin_manager
 from vibe.users import service as users
 from vibe.web.auth import JwksCache, TokenVerifier
 from vibe.web.middlewares import error_middleware, request_id_middleware
@@ -95,7 +94,7 @@ async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
         await shutdown.stop("stripe dispatcher", tasks)
 
 
-def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) -> web.Application:
+def create_app(settings: Settings, *, pm: PluginManager | None = None) -> web.Application:
     """Build the application. Start-up errors (plugins, handlers) raise here, before serving."""
     pm = pm or build_plugin_manager(settings)
     app = web.Application(
