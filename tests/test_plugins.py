@@ -1,5 +1,7 @@
 """Plugins: a third-party folder works without touching vibe/, and mistakes fail at start-up."""
 
+import inspect
+
 import pytest
 
 from conftest import ROOT, make_event, run_cli
@@ -117,3 +119,47 @@ def test_every_hook_is_documented():
     assert names
     missing = [n for n in names if f"### `{n}`" not in docs]
     assert not missing, f"document these hooks in docs/plugins.md: {missing}"
+
+
+async def test_what_a_wrapper_sees_of_an_async_hook_and_the_order_implementations_run_in():
+    """docs/plugins.md, "Async hooks and wrappers": pluggy calls every implementation before
+    vibe awaits any, so a wrapper sees coroutines not yet run, a plain function's body runs
+    before any async body, and the async ones run in the order the wrapper hands back."""
+    from vibe.plugins import hookspecs
+    from vibe.plugins.context import call_hook
+    from vibe.plugins.host import PluginManager
+
+    ran: list[str] = []
+    seen: list[object] = []
+
+    class Async:
+        def __init__(self, name):
+            self.name = name
+
+        @hookimpl
+        async def user_changed(self, user_id):
+            ran.append(self.name)
+            return self.name
+
+    class Plain:
+        @hookimpl(trylast=True)
+        def user_changed(self, user_id):
+            ran.append("plain")
+            return "plain"
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def user_changed(self, user_id):
+            results = yield
+            seen.extend(results)
+            assert ran == ["plain"]  # no async body has run yet
+            return list(reversed(results))  # the host awaits them in this order
+
+    pm = PluginManager("vibe")
+    pm.add_hookspecs(hookspecs)
+    for plugin in (Async("first"), Async("second"), Plain(), Wrapper()):
+        pm.register(plugin)
+    results = await call_hook(pm, "user_changed", ctx=None, user_id="u", fields={})
+    assert inspect.iscoroutine(seen[0]) and inspect.iscoroutine(seen[1]) and seen[2] == "plain"
+    assert ran == ["plain", "first", "second"]  # pluggy's order was second, first, plain
+    assert results == ["plain", "first", "second"]

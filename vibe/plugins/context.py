@@ -14,7 +14,12 @@ from vibe.db.database import Transaction
 
 
 async def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> list[Any]:
-    """Call every implementation of hook `name`, awaiting the async ones one after another."""
+    """Call every implementation of hook `name`, awaiting the async ones one after another.
+
+    The ordering rules live here and only here (docs/plugins.md, "Async hooks and wrappers"):
+    pluggy calls every implementation first (a plain one runs then; an async one returns a
+    coroutine), then the coroutines run in the order of the list pluggy returned; when one
+    raises, the later ones are closed unrun and the error propagates."""
     results = []
     pending = list(getattr(pm.hook, name)(**kwargs))
     try:
