@@ -31,5 +31,5 @@ async def sum_metrics(tx, events):
 @hookimpl
 def register_analytics_endpoints():
     return AnalyticsEndpoint("business-metric", metric_properties, event="business_metric",
-                             senders=frozenset({"server"}), rollup=sum_metrics,
+                             senders=frozenset({"server"}), rollup=sum_metrics, aggregate="business-metrics",
                              description="A business figure: properties.name and a numeric properties.value.")

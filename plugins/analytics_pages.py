@@ -33,4 +33,5 @@ async def count_page_views(tx, events):
 @hookimpl
 def register_analytics_endpoints():
     return AnalyticsEndpoint("page-view", page_properties, event="page_view", rollup=count_page_views,
+                             aggregate="pages",
                              description="A page was shown: properties.path or properties.url.")

@@ -46,7 +46,8 @@ async def sum_revenue(tx, events):
 
 ENDPOINT = AnalyticsEndpoint(
     "subscription-event", subscription_properties, event="subscription_event", senders=frozenset({"server"}),
-    rollup=sum_revenue, description="A subscription action, tier, amount (smallest unit) and currency.",
+    rollup=sum_revenue, aggregate="revenue",
+    description="A subscription action, tier, amount (smallest unit) and currency.",
 )
 
 

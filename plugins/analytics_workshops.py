@@ -27,4 +27,5 @@ async def count_completions(tx, events):
 def register_analytics_endpoints():
     return AnalyticsEndpoint("workshop-completion", completion_properties, event="workshop_completed",
                              rollup=count_completions,
+                             aggregate="workshops",
                              description="A learner completed a workshop: properties.workshop_id, score, duration.")

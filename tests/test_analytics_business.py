@@ -88,6 +88,18 @@ async def test_business_figures_against_hand_computed_answers(start_service):
     assert later["conversion"] == {"signups": 0, "converted": 0, "rate": 0.0}
 
 
+async def test_without_the_plugin_that_keeps_an_aggregate_it_says_unavailable_and_core_figures_stay(start_service):
+    service = await start_service(ANALYTICS_WRITE_KEY=WRITE_KEY, VIBE_DISABLE_PLUGINS="analytics_subscriptions")
+    await seed_billing(service.db)
+    await refresh_business_views(service.db)
+    answer = await get(service, "aggregates/revenue", status=404, **{"from": at(0), "to": at(2)})
+    assert answer["error"]["code"] == "aggregate_unavailable"
+    assert (await get(service, "aggregates/pages", **{"from": at(0), "to": at(2)}))["rows"] == []  # still kept
+    business = await get(service, "business", **{"from": at(0), "to": at(2)})  # from core tables only
+    assert business["mrr"] == [{"currency": "eur", "amount": 1500}, {"currency": "usd", "amount": 2500}]
+    assert business["revenue"] == [{"currency": "usd", "amount": 14400, "payments": 3}]
+
+
 @postgres_only
 async def test_business_views_refresh_on_a_schedule(start_service):
     service = await start_service(ANALYTICS_WRITE_KEY=WRITE_KEY, ANALYTICS_REFRESH_SECONDS="1")

@@ -55,3 +55,10 @@ def test_endpoint_definitions_are_checked():
         AnalyticsEndpoint("Bad Name", lambda p: p)
     with pytest.raises(ValueError):
         AnalyticsEndpoint("ok", lambda p: p, senders=frozenset({"robot"}))
+
+
+def test_an_aggregate_needs_the_rollup_that_keeps_it():
+    from vibe.api import AnalyticsEndpoint
+
+    with pytest.raises(ValueError, match="needs the rollup"):
+        AnalyticsEndpoint("lesson-rating", lambda properties: properties, aggregate="pages")

@@ -102,6 +102,10 @@ async def get_rollup(request: web.Request) -> web.Response:
     kind = request.match_info["kind"]
     if kind not in queries.ROLLUPS:
         raise ApiError(404, "not_found", f"No aggregate {kind!r}; try {', '.join(queries.ROLLUPS)}.")
+    kept = {e.aggregate for e in request.app[ANALYTICS].endpoints.values()}
+    if kind not in kept:  # its table would read as zero: say so instead
+        raise ApiError(404, "aggregate_unavailable",
+                       f"No loaded plugin keeps the aggregate {kind!r} (the plugin that records it is disabled).")
     start, end = time_range(request)
     db = request.app[DB]
     return web.json_response(await cached(request, ("rollup", kind, start, end), "events",

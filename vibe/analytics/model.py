@@ -62,11 +62,16 @@ class AnalyticsEndpoint:
     event: str | None = None  # the event name recorded; None: the body's `event` field names it
     senders: frozenset[str] = SENDERS  # who may send: user, anonymous, server (write key / service)
     rollup: Rollup | None = None
+    # the read API's aggregate (`GET …/aggregates/{name}`, vibe.analytics.queries.ROLLUPS) that
+    # `rollup` keeps: the aggregate is available only while a loaded plugin declares it
+    aggregate: str | None = None
     description: str = ""
 
     def __post_init__(self):
         if not re.fullmatch(r"[a-z][a-z0-9-]{0,39}", self.name):
             raise ValueError(f"analytics endpoint name {self.name!r}: lower-case letters, digits and '-'")
+        if self.aggregate is not None and self.rollup is None:
+            raise ValueError(f"analytics endpoint {self.name}: an aggregate needs the rollup that keeps it")
         if not self.senders or not self.senders <= SENDERS:
             raise ValueError(f"analytics endpoint {self.name}: senders must be a subset of {sorted(SENDERS)}")
 
