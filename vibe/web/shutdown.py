@@ -81,7 +81,6 @@ class Shutdown:
     def __init__(self, grace: float):
         self.grace = grace
         self.deadline: float | None = None
-        self.overdue: list[str] = []  # what had to be cancelled (names), for tests and logs
 
     def remaining(self) -> float:
         """Seconds left; the first call starts the clock."""
@@ -98,7 +97,6 @@ class Shutdown:
             _, pending = await asyncio.wait(pending, timeout=max(FLOOR, self.remaining()))
         if not pending:
             return True
-        self.overdue.extend(t.get_name() for t in pending)
         log.error("shutdown: %s still running after SHUTDOWN_GRACE_SECONDS=%g; cancelling:\n%s",
                   what, self.grace, "\n".join(describe(t) for t in pending))
         for task in pending:
