@@ -97,7 +97,7 @@ def env(database_url, tmp_path) -> dict[str, str]:
         "LOG_LEVEL": "warning",
         "SUPABASE_JWT_SECRET": tokens.JWT_SECRET,
         # PostgreSQL: every statement goes through PREPARE from its first use, so the whole suite
-        # checks that a prepared statement does what the text did (see vibe/pg_prepared.py)
+        # checks that a prepared statement does what the text did (see vibe/db/prepared.py)
         "DB_PREPARE_THRESHOLD": os.environ.get("DB_PREPARE_THRESHOLD", "1"),
     }
 

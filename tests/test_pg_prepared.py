@@ -1,4 +1,4 @@
-"""Prepared statements on PostgreSQL (vibe/pg_prepared.py): a statement sent often is prepared
+"""Prepared statements on PostgreSQL (vibe/db/prepared.py): a statement sent often is prepared
 on the server and then does exactly what its text did; what cannot be prepared, or a value whose
 literal PostgreSQL would type differently, goes as text, and the transaction never notices.
 

@@ -22,7 +22,7 @@ from vibe.plugins.context import DomainContext
 SENDABLE = ("queued", "failed")
 FINAL = ("sent", "delivered", "bounced", "complained", "dead", "suppressed")
 # A time parameter in INSERT ... SELECT: typed, so that PostgreSQL can prepare the statement (a
-# bare parameter in a select list would be inferred as text; vibe/pg_prepared.py)
+# bare parameter in a select list would be inferred as text; vibe/db/prepared.py)
 _TIME = "CAST(%s AS DOUBLE PRECISION)"
 
 

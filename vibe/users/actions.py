@@ -1,4 +1,4 @@
-"""The profile actions of `POST /functions/v1/user-management` (the router is vibe/users.py).
+"""The profile actions of `POST /functions/v1/user-management` (the router is vibe/users/service.py).
 
 Each takes the app, the caller's session and the request's `data`, and returns the answer's
 JSON. Roles were checked by the router before this code runs.

@@ -47,7 +47,7 @@ def init_sentry(settings: Settings) -> None:
 async def _serve(app, host: str, port: int, shutdown_timeout: float, reuse_port: bool) -> None:
     """Serve until SIGTERM or SIGINT, then stop: the listening socket first, the requests in
     flight within `shutdown_timeout`, then every cleanup context within SHUTDOWN_GRACE_SECONDS
-    (vibe/shutdown.py). A stop that still overruns both (a resource that bypasses the shared
+    (vibe/web/shutdown.py). A stop that still overruns both (a resource that bypasses the shared
     deadline) is logged with every task's stack and abandoned, so the process always exits."""
     from aiohttp import web
 
