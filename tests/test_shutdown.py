@@ -12,7 +12,7 @@ import pytest
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from conftest import ROOT, SECRET, LogsAfterStop, make_event, stop_services, wait_until
+from conftest import ROOT, SECRET, LogsAfterStop, make_event, postgres_only, stop_services, wait_until
 from live_service import LiveService
 from vibe.billing import signature as stripe_signature
 from vibe.web.app import create_app
@@ -152,3 +152,26 @@ async def test_the_suite_fails_a_test_whose_service_leaves_a_task_running(env):
 async def test_the_suite_fails_a_test_whose_service_logs_after_its_stop(env):
     verdict = await guard_verdict(env, "logs")
     assert "logged after the services stopped" in verdict and "still here after the stop" in verdict
+
+
+@postgres_only
+async def test_a_unit_of_work_cancelled_at_any_point_gives_its_connection_back(database_url):
+    """The leak behind the hang: a cancel landing as a connection was handed out, or while BEGIN
+    was on its way, left the connection "in use" for ever, and the pool's close waited for it."""
+    db = create_database(Settings.from_env({"DATABASE_URL": database_url}))  # a pool of its own
+    await db.open()
+
+    async def work():
+        while True:
+            async with db.transaction() as tx:
+                await tx.fetchall("SELECT 1 AS one")
+
+    for i in range(200):
+        task = asyncio.create_task(work())
+        await asyncio.sleep((i % 20) * 0.0005)  # land the cancel at a different point each time
+        task.cancel()
+        await asyncio.wait([task], timeout=5)
+        assert task.done(), "the unit of work did not end when cancelled"
+        assert db.pool_state()["in_use"] == 0, f"a connection was left in use after cancel {i}"
+    async with asyncio.timeout(10):
+        await db.close()
