@@ -93,7 +93,7 @@ async def bench_rate_limit_memory(keys: int) -> None:
     from vibe.web.ratelimit import LoadMonitor, RateLimiter
 
     print(f"\n== rate-limit buckets: {keys:,} distinct client keys ==")
-    for max_keys in (Settings().rate_limit_max_keys, keys):
+    for max_keys in (Settings().web.rate_limit_max_keys, keys):
         settings = Settings.from_env({"RATE_LIMIT_MAX_KEYS": str(max_keys)})
         gc.collect()
         before = rss_bytes()

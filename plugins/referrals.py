@@ -11,6 +11,6 @@ async def payment_succeeded(ctx, payment):
     referrer = payer["referred_by"] if payer else None
     if not referrer or referrer == payment["user_id"]:
         return
-    commission = await record_commission(ctx, payment, referrer, ctx.settings.referral_commission_rate)
+    commission = await record_commission(ctx, payment, referrer, ctx.settings.billing.referral_commission_rate)
     if commission is not None:
         await ctx.announce("commission_earned", commission=commission)

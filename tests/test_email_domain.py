@@ -40,7 +40,7 @@ async def settle_mail(service):
 
 
 async def replay(service, event_id: str) -> str:
-    env = {**os.environ, "DATABASE_URL": service.settings.database_url,
+    env = {**os.environ, "DATABASE_URL": service.settings.db.url,
            "VIBE_DATA_DIR": str(service.settings.data_dir), "STRIPE_WEBHOOK_SECRET": "whsec_x",
            "STRIPE_PRICE_TIERS": "price_000000000000000000000000=pro", "LOG_LEVEL": "warning"}
     proc = await asyncio.create_subprocess_exec(

@@ -12,7 +12,7 @@ from vibe import deprecated
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("db", "billing", "users", "analytics", "email", "ops", "web", "plugins")
-SHARED = {"config", "keys", "paths", "cli", "deprecated"}  # vibe/*.py beside the packages
+SHARED = {"config", "variables", "keys", "paths", "cli", "deprecated"}  # vibe/*.py beside the packages
 
 # What each package may import besides itself and the shared modules. The concerns (billing,
 # users, analytics, email) build on the infrastructure (db, web, ops, plugins) and talk to each
@@ -67,9 +67,18 @@ def test_a_package_imports_only_what_the_map_allows(package):
 
 def test_db_imports_no_concern_and_vibe_never_imports_the_plugins_folder():
     for path in (ROOT / "vibe" / "db").glob("*.py"):
-        assert vibe_imports(path) <= {"db", "config", "paths"}, path
+        assert vibe_imports(path) <= {"db", "config", "variables", "paths"}, path
     for path in (ROOT / "vibe").rglob("*.py"):
         assert "plugins" not in top_level_imports(path), f"{path} imports the plugins/ folder"
+
+
+def test_each_concern_declares_its_settings_knowing_no_other_concern():
+    """vibe/<package>/settings.py holds that package's variables and imports only the declaring
+    machinery, so vibe.config can compose them all without a cycle."""
+    declared = [ROOT / "vibe" / p / "settings.py" for p in PACKAGES if (ROOT / "vibe" / p / "settings.py").exists()]
+    assert len(declared) == len(PACKAGES) - 1  # every package but the plugin host has settings
+    for path in declared:
+        assert vibe_imports(path) <= {"variables"}, path
 
 
 def test_every_module_is_in_a_package_or_one_of_the_shared_ones():

@@ -7,19 +7,19 @@ from vibe.config import ConfigError, Settings
 
 def test_defaults_match_the_issue():
     s = Settings.from_env({})
-    assert s.rate_limits == {"free": 100, "starter": 300, "pro": 1000, "expert": 5000, "admin": 10000}
-    assert (s.user_session_cache_mb, s.user_session_cache_seconds) == (10.0, 900.0)
-    assert (s.content_cache_mb, s.content_cache_seconds) == (20.0, 1800.0)
-    assert (s.query_cache_mb, s.query_cache_seconds) == (15.0, 300.0)
-    assert s.rate_limit_trusted_proxies == () and s.rate_limit_shrink_order[0] == "anonymous"
+    assert s.web.rate_limits == {"free": 100, "starter": 300, "pro": 1000, "expert": 5000, "admin": 10000}
+    assert (s.users.session_cache_mb, s.users.session_cache_seconds) == (10.0, 900.0)
+    assert (s.users.content_cache_mb, s.users.content_cache_seconds) == (20.0, 1800.0)
+    assert (s.users.query_cache_mb, s.users.query_cache_seconds) == (15.0, 300.0)
+    assert s.web.rate_limit_trusted_proxies == () and s.web.rate_limit_shrink_order[0] == "anonymous"
 
 
 def test_overrides():
     s = Settings.from_env({"RATE_LIMITS": "free=50, enterprise=20000", "RATE_LIMIT_TRUSTED_PROXIES": "10.0.0.0/8,::1",
                            "RATE_LIMIT_SHRINK_ORDER": "free", "RATE_LIMIT_SHRINK_FACTOR": "0.25"})
-    assert s.rate_limits["free"] == 50 and s.rate_limits["enterprise"] == 20000 and s.rate_limits["pro"] == 1000
-    assert s.rate_limit_trusted_proxies == ("10.0.0.0/8", "::1")
-    assert s.rate_limit_shrink_order == ("free",) and s.rate_limit_shrink_factor == 0.25
+    assert s.web.rate_limits["free"] == 50 and s.web.rate_limits["enterprise"] == 20000 and s.web.rate_limits["pro"] == 1000
+    assert s.web.rate_limit_trusted_proxies == ("10.0.0.0/8", "::1")
+    assert s.web.rate_limit_shrink_order == ("free",) and s.web.rate_limit_shrink_factor == 0.25
 
 
 @pytest.mark.parametrize("env, variable", [

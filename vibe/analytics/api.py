@@ -59,7 +59,7 @@ def _check(value: str, field: str, check: Callable[[Any, str], Any]) -> str:
 
 async def cached(request: web.Request, key: tuple, tag: str, compute: Callable[[], Awaitable[Any]]) -> Any:
     """`compute()`, through the shared query cache for ANALYTICS_CACHE_TTL seconds (0: not cached)."""
-    state, ttl = request.app[ANALYTICS], request.app[SETTINGS].analytics_cache_ttl
+    state, ttl = request.app[ANALYTICS], request.app[SETTINGS].analytics.cache_ttl
     cache_key = state.cache_key(tag, *key)
     value = state.cache.get(cache_key) if ttl else None
     if value is None:

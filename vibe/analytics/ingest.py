@@ -90,10 +90,10 @@ class AnalyticsState:
 
 async def committer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, state = app[SETTINGS], app[ANALYTICS]
-    concurrency = settings.analytics_commit_concurrency or (4 if settings.dialect == "postgresql" else 1)
+    concurrency = settings.analytics.commit_concurrency or (4 if settings.db.dialect == "postgresql" else 1)
     state.committer = GroupCommitter(
-        app[DB], state.flush, max_batch=settings.analytics_batch_events,
-        max_wait=settings.analytics_batch_wait_ms / 1000, concurrency=concurrency, name="analytics",
+        app[DB], state.flush, max_batch=settings.analytics.batch_events,
+        max_wait=settings.analytics.batch_wait_ms / 1000, concurrency=concurrency, name="analytics",
         weight=len,
     )
     try:
@@ -128,7 +128,7 @@ def parse_json(body: bytes) -> Any:
 
 
 def write_key_matches(settings, key: str) -> bool:
-    return bool(settings.analytics_write_key) and hmac.compare_digest(key.encode(), settings.analytics_write_key.encode())
+    return bool(settings.analytics.write_key) and hmac.compare_digest(key.encode(), settings.analytics.write_key.encode())
 
 
 async def sender_of(request: web.Request) -> Sender:
@@ -163,7 +163,7 @@ async def ingest(request: web.Request, items: Sequence[tuple[AnalyticsEndpoint, 
             continue
         valid.append(event)
         results.append({"index": index, "status": "pending", "message_id": event.message_id})
-    statuses = iter(await state.submit(valid, settings.analytics_max_queue) if valid else ())
+    statuses = iter(await state.submit(valid, settings.analytics.max_queue) if valid else ())
     for result in results:
         if result["status"] == "pending":
             result["status"] = next(statuses)

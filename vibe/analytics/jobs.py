@@ -66,20 +66,20 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     await watch.check()
 
     async def retention() -> None:
-        deleted = await delete_expired(db, settings.analytics_retention_days)
+        deleted = await delete_expired(db, settings.analytics.retention_days)
         if deleted:
             log.info("analytics retention: deleted %d events older than %d days",
-                     deleted, settings.analytics_retention_days)
+                     deleted, settings.analytics.retention_days)
 
     async def refresh() -> None:
         await refresh_business_views(db)
         state.invalidate("business")
 
-    jobs: list[Job] = [("erasures", settings.analytics_erasure_poll_seconds, watch.check)]
-    if settings.analytics_retention_days:
-        jobs.append(("retention", settings.analytics_retention_interval, retention))
+    jobs: list[Job] = [("erasures", settings.analytics.erasure_poll_seconds, watch.check)]
+    if settings.analytics.retention_days:
+        jobs.append(("retention", settings.analytics.retention_interval, retention))
     if db.dialect == "postgresql":
-        jobs.append(("refresh", settings.analytics_refresh_seconds, refresh))
+        jobs.append(("refresh", settings.analytics.refresh_seconds, refresh))
     stop = asyncio.Event()
     task = asyncio.create_task(run_jobs(jobs, stop), name="analytics-jobs")
     try:

@@ -95,7 +95,7 @@ async def health_probe(app: web.Application) -> dict:
     last_hour = await app[DB].fetchval("SELECT COUNT(*) FROM analytics_events WHERE received_at >= %s",
                                        (time.time() - 3600,))
     depth = state.committer.pending if state.committer is not None else 0
-    return {"status": "degraded" if depth > 0.8 * settings.analytics_max_queue else "healthy",
+    return {"status": "degraded" if depth > 0.8 * settings.analytics.max_queue else "healthy",
             "endpoints": len(state.endpoints), "queues": {"analytics_batcher": depth},
             "figures": {"events last hour": int(last_hour or 0)}}
 

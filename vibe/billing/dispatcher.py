@@ -55,15 +55,15 @@ class Dispatcher:
 
     def backoff(self, attempts: int) -> float:
         """Full-jitter exponential backoff for the `attempts`-th failure."""
-        cap = min(self.settings.stripe_retry_max_seconds,
-                  self.settings.stripe_retry_base_seconds * 2 ** (attempts - 1))
+        cap = min(self.settings.billing.retry_max_seconds,
+                  self.settings.billing.retry_base_seconds * 2 ** (attempts - 1))
         return random.uniform(cap / 2, cap)
 
     async def run(self) -> None:
         """The background loop (started and stopped by the app's cleanup context)."""
         failures = 0
         while not self._stopping:
-            await self._pause(self.settings.stripe_poll_seconds)
+            await self._pause(self.settings.billing.poll_seconds)
             self._wake.clear()
             try:
                 while not self._stopping and await self.process_due():
@@ -198,16 +198,16 @@ class Dispatcher:
         """status, note, error, next_attempt_at, waiting_for, attempts after `exc`."""
         if isinstance(exc, WaitForCustomer):
             age = now - float(row["received_at"])
-            if age > self.settings.stripe_wait_timeout_seconds:
+            if age > self.settings.billing.wait_timeout_seconds:
                 return "dead", str(exc), f"gave up: {exc}", None, exc.customer_id, attempts
             # Woken by the link (see _wake_linked); rechecked now and then all the same.
-            recheck = min(60.0, max(1.0, age), self.settings.stripe_retry_max_seconds)
+            recheck = min(60.0, max(1.0, age), self.settings.billing.retry_max_seconds)
             return "waiting", str(exc), None, now + recheck, exc.customer_id, attempts
         if isinstance(exc, EventOutcome):
             return exc.status, str(exc) or None, None, None, None, attempts
         attempts += 1  # the handler failed: retry later, from the stored row
         error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
-        if attempts >= self.settings.stripe_max_attempts:
+        if attempts >= self.settings.billing.max_attempts:
             log.error("stripe event %s (%s) dead after %d attempts: %s", row["id"], row["type"], attempts, error)
             return "dead", None, error, None, None, attempts
         log.warning("stripe event %s (%s) failed (attempt %d): %s", row["id"], row["type"], attempts, error)

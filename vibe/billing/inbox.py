@@ -90,7 +90,7 @@ def parse_event(body: bytes, settings: Settings, received_at: float | None = Non
         raise ApiError(400, "invalid_event", "The body is not a valid Stripe event.", details=problems)
     object_id = data["object"].get("id")
     status, note = "pending", None
-    wanted = settings.stripe_livemode
+    wanted = settings.billing.livemode
     if wanted != "any" and livemode != (wanted == "live"):
         status, note = "skipped", f"livemode={str(livemode).lower()} filtered by STRIPE_LIVEMODE={wanted}"
     return InboxEvent(

@@ -31,7 +31,7 @@ def known_event_types() -> frozenset[str]:
 def collect_stripe_handlers(pm: PluginManager, settings: Settings) -> dict[str, Handler]:
     """The handlers the plugins registered (collected by the plugin host), checked: a known
     event type each, async, and no type handled twice."""
-    known = known_event_types() | set(settings.stripe_extra_event_types)
+    known = known_event_types() | set(settings.billing.extra_event_types)
     handlers: dict[str, Handler] = {}
     owners: dict[str, str] = {}
     for plugin, registered in pm.registered["register_stripe_handlers"]:

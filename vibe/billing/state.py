@@ -178,8 +178,8 @@ def tier_for_price(price: dict | None, settings: Settings) -> str:
         if tier in TIERS:
             return tier
     for key in (price.get("id"), product_id):
-        if key and key in settings.stripe_price_tiers:
-            return settings.stripe_price_tiers[key]
+        if key and key in settings.billing.price_tiers:
+            return settings.billing.price_tiers[key]
     raise BillingError(
         f"no tier for price {price.get('id')!r} (product {product_id!r}): set the price's "
         "metadata.tier, a lookup_key such as pro_monthly, or STRIPE_PRICE_TIERS"

@@ -17,7 +17,7 @@ def cmd_sign(args: argparse.Namespace, settings: Settings) -> int:
         payload = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     except OSError as exc:
         raise CommandError(f"cannot read {args.file}: {exc.strerror}") from None
-    secret = args.secret or ensure_webhook_secret(settings)[0].stripe_webhook_secrets[0]
+    secret = args.secret or ensure_webhook_secret(settings)[0].billing.webhook_secrets[0]
     print(stripe_signature.sign(payload, secret, args.timestamp))
     return 0
 

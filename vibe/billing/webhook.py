@@ -30,7 +30,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     if len(body) > MAX_BODY:
         raise ApiError(413, "payload_too_large", f"Webhook bodies are limited to {MAX_BODY} bytes.")
     try:
-        stripe_signature.verify(body, header, settings.stripe_webhook_secrets, settings.stripe_webhook_tolerance)
+        stripe_signature.verify(body, header, settings.billing.webhook_secrets, settings.billing.webhook_tolerance)
     except stripe_signature.SignatureError as exc:
         raise ApiError(400, exc.code, str(exc)) from None
     event = parse_event(body, settings)

@@ -187,17 +187,17 @@ def rows_source(tx: Transaction, table: str, columns: Sequence[str], rows: Seque
 
 
 def create_database(settings: Settings) -> Database:
-    if settings.dialect == "sqlite":
+    if settings.db.dialect == "sqlite":
         from vibe.db.sqlite import SqliteDatabase
 
-        return SqliteDatabase(settings.sqlite_path, busy_timeout_ms=settings.db_connection_timeout_ms)
+        return SqliteDatabase(settings.db.sqlite_path, busy_timeout_ms=settings.db.connection_timeout_ms)
     from vibe.db.postgres import PostgresDatabase
 
     return PostgresDatabase(
-        settings.database_url,
-        maxsize=settings.max_db_connections,
-        idle_timeout=settings.db_idle_timeout_ms / 1000,
-        connect_timeout=settings.db_connection_timeout_ms / 1000,
-        connect_retries=settings.db_connect_retries,
-        prepare_threshold=settings.db_prepare_threshold,
+        settings.db.url,
+        maxsize=settings.db.max_connections,
+        idle_timeout=settings.db.idle_timeout_ms / 1000,
+        connect_timeout=settings.db.connection_timeout_ms / 1000,
+        connect_retries=settings.db.connect_retries,
+        prepare_threshold=settings.db.prepare_threshold,
     )

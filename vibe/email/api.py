@@ -148,14 +148,14 @@ async def show_email(request: web.Request) -> web.Response:
 
 async def delivery_event(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    if not settings.email_webhook_secret:
+    if not settings.email.webhook_secret:
         raise ApiError(503, "webhook_not_configured", "EMAIL_WEBHOOK_SECRET is not set; delivery events are refused.")
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, "payload_too_large", f"Bodies are limited to {MAX_BODY} bytes.")
     body = await request.read()
     try:
-        svix_id = svix.verify(settings.email_webhook_secret, request.headers, body,
-                              tolerance=settings.email_webhook_tolerance)
+        svix_id = svix.verify(settings.email.webhook_secret, request.headers, body,
+                              tolerance=settings.email.webhook_tolerance)
     except svix.SvixError as exc:
         raise ApiError(400, exc.code, str(exc)) from None
     try:

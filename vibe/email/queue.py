@@ -162,7 +162,7 @@ async def enqueue_for(ctx: DomainContext, user_id: str | None, type: str, data: 
         "WHERE p.id = %s AND COALESCE(p.email, '') <> '' ON CONFLICT (idempotency_key) DO NOTHING"
     )
     values = (idempotency_key, type, template.category, json.dumps(data, sort_keys=True), ctx.now,
-              message_id_for(ctx.settings.email_from), ctx.now, ctx.now, template.category, user_id)
+              message_id_for(ctx.settings.email.sender), ctx.now, ctx.now, template.category, user_id)
     # Its first history line, as `enqueue` writes it, for the message just created (none if the
     # key was used before).
     history = ("INSERT INTO email_message_events (email_id, status, detail, at) "

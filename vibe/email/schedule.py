@@ -43,7 +43,7 @@ async def _queue_batch(db: Database, templates: Mapping[str, EmailTemplate], set
             try:
                 async with tx.savepoint():
                     _, new = await enqueue(tx, templates, user_id=user_id, type=kind, data=data,
-                                           idempotency_key=key, sender=settings.email_from, now=now)
+                                           idempotency_key=key, sender=settings.email.sender, now=now)
                     created += new
             except EmailRejected as exc:
                 log.warning("scheduled %s for %s not queued: %s", kind, user_id, exc.message)
@@ -67,7 +67,7 @@ async def expiring_candidates(db: Database, settings: Settings, now: float) -> l
     return await db.fetchall(
         "SELECT id, tier, current_period_end FROM profiles WHERE email IS NOT NULL AND cancel_at_period_end "
         "AND subscription_status IN ('active', 'trialing') AND current_period_end > %s AND current_period_end <= %s",
-        (now, now + settings.email_expiring_days * 86400),
+        (now, now + settings.email.expiring_days * 86400),
     )
 
 
@@ -118,4 +118,4 @@ class EmailScheduler:
                 log.warning("email schedule: database unavailable (%s)", exc)
             except Exception:
                 log.exception("email schedule: pass failed; next pass as scheduled")
-            await wait_event(self._stop, self.settings.email_schedule_seconds)
+            await wait_event(self._stop, self.settings.email.schedule_seconds)

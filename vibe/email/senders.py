@@ -273,10 +273,10 @@ class SmtpSender:
 
 
 def create_sender(settings: Settings, session: Callable[[], aiohttp.ClientSession]):
-    if settings.email_backend == "resend":
-        return ResendSender(settings.email_service_url, settings.email_service_key, session,
-                            settings.email_send_timeout_seconds)
-    if settings.email_backend == "smtp":
-        return SmtpSender(settings.email_smtp_url, pool_size=settings.email_concurrency,
-                          timeout=settings.email_send_timeout_seconds)
+    if settings.email.backend == "resend":
+        return ResendSender(settings.email.service_url, settings.email.service_key, session,
+                            settings.email.send_timeout_seconds)
+    if settings.email.backend == "smtp":
+        return SmtpSender(settings.email.smtp_url, pool_size=settings.email.concurrency,
+                          timeout=settings.email.send_timeout_seconds)
     return OutboxSender(settings.data_dir / "outbox")

@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[EMAIL_QUEUE] = GroupCommitter(
-        app[DB], email_api.make_flush(app[EMAIL_RENDERER].templates, settings.email_from), max_batch=200,
-        concurrency=4 if settings.dialect == "postgresql" else 1, name="email-queue",
+        app[DB], email_api.make_flush(app[EMAIL_RENDERER].templates, settings.email.sender), max_batch=200,
+        concurrency=4 if settings.db.dialect == "postgresql" else 1, name="email-queue",
     )
     try:
         yield
@@ -57,11 +57,11 @@ async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
 async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     sender = create_sender(settings, lambda: app[HTTP_SESSION])
-    breaker = app[BREAKERS].get(f"email:{sender.name}", failure_threshold=settings.email_breaker_threshold,
-                                reset_timeout=settings.email_breaker_reset_seconds)
+    breaker = app[BREAKERS].get(f"email:{sender.name}", failure_threshold=settings.email.breaker_threshold,
+                                reset_timeout=settings.email.breaker_reset_seconds)
     worker = EmailWorker(app[DB], settings, app[EMAIL_RENDERER], sender, breaker, app[EMAIL_UNSUBSCRIBE])
     app[EMAIL_WORKER] = worker
-    task = asyncio.create_task(worker.run(), name="email-worker") if settings.email_worker else None
+    task = asyncio.create_task(worker.run(), name="email-worker") if settings.email.worker else None
     try:
         yield
     finally:
@@ -77,7 +77,7 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     scheduler = EmailScheduler(app[DB], app[EMAIL_RENDERER].templates, settings,
                                on_queued=worker.wake if worker else None)
     app[EMAIL_SCHEDULER] = scheduler
-    task = asyncio.create_task(scheduler.run(), name="email-scheduler") if settings.email_scheduler else None
+    task = asyncio.create_task(scheduler.run(), name="email-scheduler") if settings.email.scheduler else None
     try:
         yield
     finally:

@@ -34,8 +34,8 @@ MANAGED = ("engagement",)
 
 def unsubscribe_key(settings: Settings) -> bytes:
     """EMAIL_UNSUBSCRIBE_SECRET, or a key kept in the data folder (created once)."""
-    if settings.email_unsubscribe_secret:
-        return settings.email_unsubscribe_secret.encode()
+    if settings.email.unsubscribe_secret:
+        return settings.email.unsubscribe_secret.encode()
     path = settings.data_dir / "email_unsubscribe_secret"
     if not path.exists():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -61,9 +61,9 @@ class UnsubscribeLinks:
     def __init__(self, settings: Settings, key: bytes):
         self.settings = settings
         self.key = key
-        self.ttl = settings.email_unsubscribe_ttl_days * 86400
-        domain = settings.email_from.rsplit("@", 1)[-1].strip(" >")
-        self.mailto = settings.email_unsubscribe_mailto or f"unsubscribe@{domain}"
+        self.ttl = settings.email.unsubscribe_ttl_days * 86400
+        domain = settings.email.sender.rsplit("@", 1)[-1].strip(" >")
+        self.mailto = settings.email.unsubscribe_mailto or f"unsubscribe@{domain}"
 
     def token(self, user_id: str, category: str, now: float | None = None) -> str:
         expires = int((time.time() if now is None else now) + self.ttl)

@@ -56,8 +56,8 @@ class EmailWorker:
         self.sender = sender
         self.breaker = breaker
         self.links = links
-        self.concurrency = settings.email_concurrency
-        self.capacity = settings.email_concurrency * 16  # claimed ahead, so a claim serves many sends
+        self.concurrency = settings.email.concurrency
+        self.capacity = settings.email.concurrency * 16  # claimed ahead, so a claim serves many sends
         self.results = GroupCommitter(db, self._write_results, max_batch=500, name="email-results")
         self._sem = asyncio.Semaphore(self.concurrency)
         self._tasks: set[asyncio.Task] = set()
@@ -91,7 +91,7 @@ class EmailWorker:
                     await asyncio.sleep(1.0)
                 if claimed and len(self._tasks) < self.capacity:
                     continue
-                wait = self.settings.email_poll_seconds
+                wait = self.settings.email.poll_seconds
                 if self.breaker.state == OPEN:
                     wait = max(0.01, min(wait, self.breaker.retry_in()))
                 await wait_event(self._wake, wait)
@@ -127,7 +127,7 @@ class EmailWorker:
             rows = await tx.fetchall(
                 f"SELECT {CLAIM_COLUMNS} FROM email_messages WHERE status = 'sending' AND claimed_at < %s "
                 "ORDER BY claimed_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                (now - self.settings.email_lease_seconds, limit),
+                (now - self.settings.email.lease_seconds, limit),
             )
             if len(rows) < limit:
                 rows += await tx.fetchall(
@@ -175,7 +175,7 @@ class EmailWorker:
         context = self.renderer.context(template, json.loads(row["data"]), recipient=row["profile"],
                                         unsubscribe_url=unsubscribe)
         rendered = self.renderer.render(row["type"], context)
-        return Outgoing(id=row["id"], message_id=row["message_id"], sender=self.settings.email_from,
+        return Outgoing(id=row["id"], message_id=row["message_id"], sender=self.settings.email.sender,
                         to=row["recipient"], subject=rendered.subject, html=rendered.html, text=rendered.text,
                         idempotency_key=f"vibe-email-{row['id']}", type=row["type"], headers=headers)
 
@@ -193,7 +193,7 @@ class EmailWorker:
             return Outcome(**{**base, "attempts": attempts - 1}, status="queued",
                            next_attempt_at=time.time() + self.breaker.retry_in(), error="circuit breaker open")
         try:
-            async with asyncio.timeout(self.settings.email_send_timeout_seconds):  # see shutdown.wait_event
+            async with asyncio.timeout(self.settings.email.send_timeout_seconds):  # see shutdown.wait_event
                 provider_id = await self.sender.send(message)
         except (SendError, asyncio.TimeoutError, OSError) as exc:
             transient = getattr(exc, "transient", True)
@@ -202,11 +202,11 @@ class EmailWorker:
                 self.breaker.record_failure()
             else:
                 self.breaker.record_success()  # the provider answered: it is up, this message is refused
-            if not transient or attempts >= self.settings.email_max_attempts:
+            if not transient or attempts >= self.settings.email.max_attempts:
                 log.error("email %s dead after %d attempt(s): %s", row["id"], attempts, error)
                 return Outcome(**base, status="dead", error=error[:2000])
-            delay = backoff_delay(attempts, base=self.settings.email_retry_base_seconds,
-                                  cap=self.settings.email_retry_max_seconds, retry_after=getattr(exc, "retry_after", None))
+            delay = backoff_delay(attempts, base=self.settings.email.retry_base_seconds,
+                                  cap=self.settings.email.retry_max_seconds, retry_after=getattr(exc, "retry_after", None))
             log.warning("email %s failed (attempt %d, retry in %.1fs): %s", row["id"], attempts, delay, error)
             return Outcome(**base, status="failed", error=error[:2000], next_attempt_at=time.time() + delay)
         self.breaker.record_success()

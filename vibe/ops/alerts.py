@@ -53,12 +53,12 @@ class Watchdog:
         for name, result in doc["functions"].items():
             if result["status"] == "unhealthy":
                 found[f"function:{name}"] = f"Function {name} is unavailable: {result.get('error', 'unhealthy')}"
-        if window["requests"] >= s.alert_min_requests:
-            if window["p95"] is not None and window["p95"] > s.alert_p95_seconds:
-                found["latency"] = f"p95 latency is {window['p95']:.2f} s (threshold {s.alert_p95_seconds:g} s)"
-            if window["error_rate"] > s.alert_error_rate:
+        if window["requests"] >= s.ops.alert_min_requests:
+            if window["p95"] is not None and window["p95"] > s.ops.alert_p95_seconds:
+                found["latency"] = f"p95 latency is {window['p95']:.2f} s (threshold {s.ops.alert_p95_seconds:g} s)"
+            if window["error_rate"] > s.ops.alert_error_rate:
                 found["errors"] = (f"Error rate is {window['error_rate']:.1%} of {window['requests']} requests "
-                                   f"(threshold {s.alert_error_rate:.1%})")
+                                   f"(threshold {s.ops.alert_error_rate:.1%})")
         for queue, depth in doc["queues"].items():
             if not queue.endswith("_dead"):
                 continue
@@ -73,13 +73,13 @@ class Watchdog:
     async def check_once(self) -> None:
         self.checks += 1
         doc = await health.snapshot(self.app)
-        window = self.app[METRICS].window.summary(self.settings.alert_window_seconds)
+        window = self.app[METRICS].window.summary(self.settings.ops.alert_window_seconds)
         found = self.conditions(doc, window)
         now = time.monotonic()
         for key, message in found.items():
             if key in self.active:
                 continue
-            loud = now - self.last_sent.get(key, -1e18) >= self.settings.alert_cooldown_seconds
+            loud = now - self.last_sent.get(key, -1e18) >= self.settings.ops.alert_cooldown_seconds
             self.active[key] = loud
             if loud:
                 self.last_sent[key] = now
@@ -95,8 +95,8 @@ class Watchdog:
                 "details": {"status": doc["status"], "version": doc["version"]}}
         try:
             async with self.app[HTTP_SESSION].post(
-                self.settings.alert_webhook, json=body,
-                timeout=aiohttp.ClientTimeout(total=self.settings.alert_timeout_seconds),
+                self.settings.ops.alert_webhook, json=body,
+                timeout=aiohttp.ClientTimeout(total=self.settings.ops.alert_timeout_seconds),
             ) as resp:
                 if resp.status >= 300:
                     raise RuntimeError(f"answered HTTP {resp.status}")
@@ -115,13 +115,13 @@ class Watchdog:
                 await self.check_once()
             except Exception:  # the watchdog must outlive any surprise; it is logged each time
                 log.exception("alert check failed")
-            await asyncio.sleep(self.settings.alert_check_seconds)
+            await asyncio.sleep(self.settings.ops.alert_check_seconds)
 
 
 async def watchdog_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     watchdog = app[WATCHDOG] = Watchdog(app, settings)
-    task = asyncio.create_task(watchdog.run(), name="alert-watchdog") if settings.alert_webhook else None
+    task = asyncio.create_task(watchdog.run(), name="alert-watchdog") if settings.ops.alert_webhook else None
     try:
         yield
     finally:

@@ -112,7 +112,7 @@ def cmd_dashboard(args: argparse.Namespace, settings) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace, settings) -> int:
-    console, interval, n, status = Console(), args.interval or settings.check_interval, 0, "healthy"
+    console, interval, n, status = Console(), args.interval or settings.ops.check_interval, 0, "healthy"
     while args.count == 0 or n < args.count:
         if n:
             time.sleep(interval)

@@ -29,7 +29,7 @@ REALM = {"WWW-Authenticate": 'Basic realm="vibe dashboard", charset="UTF-8"'}
 
 
 def _password_ok(request: web.Request) -> bool:
-    expected = request.app[SETTINGS].dashboard_password
+    expected = request.app[SETTINGS].ops.dashboard_password
     header = request.headers.get("Authorization", "")
     if not expected or not header.startswith("Basic "):
         return False
@@ -102,7 +102,7 @@ async def dashboard(request: web.Request) -> web.Response:
     latency = {k: round((hour[k] or 0) * 1000, 1) for k in ("p50", "p95", "p99")}
     context = {
         "doc": doc, "hour": hour, "figures": figures,
-        "refresh": app[SETTINGS].dashboard_refresh_seconds,
+        "refresh": app[SETTINGS].ops.dashboard_refresh_seconds,
         "generated": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "traffic": charts.series_bars(window.series(), keys=("requests", "errors"), width=1200,
                                       title="Requests per minute"),

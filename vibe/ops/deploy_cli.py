@@ -15,6 +15,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from vibe.config import markdown_table
 from vibe.ops.config_check import check
 from vibe.plugins.hookspecs import hookimpl
 
@@ -22,6 +23,9 @@ STYLE = {"set": "green", "unset": "dim", "missing": "red", "wrong": "red"}
 
 
 def cmd_check_config(args: argparse.Namespace, settings) -> int:
+    if args.table:
+        sys.stdout.write(markdown_table())
+        return 0
     rows = check(os.environ)
     bad = [r for r in rows if r.error]
     if args.json:
@@ -44,4 +48,6 @@ def cmd_check_config(args: argparse.Namespace, settings) -> int:
 def register_cli_commands(subparsers):
     p = subparsers.add_parser("check-config", help="validate the environment (exit 1 on an error)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--table", action="store_true",
+                   help="print every variable as the README's configuration table, from the declarations")
     p.set_defaults(func=cmd_check_config)

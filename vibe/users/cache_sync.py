@@ -114,7 +114,7 @@ def channel_for(schema: str) -> str:
 
 
 async def _listen(app: web.Application, invalidation: CacheInvalidation, ready: asyncio.Event) -> None:
-    dsn = app[SETTINGS].database_url
+    dsn = app[SETTINGS].db.url
     delay, connected_before = 0.5, False
     while True:
         try:
@@ -141,7 +141,7 @@ async def _listen(app: web.Application, invalidation: CacheInvalidation, ready: 
 
 def listener_ctx(invalidation: CacheInvalidation):
     async def cache_listener_ctx(app: web.Application) -> AsyncIterator[None]:
-        if app[SETTINGS].dialect != "postgresql":
+        if app[SETTINGS].db.dialect != "postgresql":
             yield
             return
         ready = asyncio.Event()

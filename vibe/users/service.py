@@ -95,13 +95,13 @@ async def user_management(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
-    fence = settings.cache_fence_seconds
-    app[USER_SESSION_CACHE] = UserSessionCache("user_session", int(settings.user_session_cache_mb * MB),
-                                               settings.user_session_cache_seconds, fence_seconds=fence)
-    app[CONTENT_CACHE] = ContentCache("content", int(settings.content_cache_mb * MB),
-                                      settings.content_cache_seconds, fence_seconds=fence)
-    app[QUERY_CACHE] = DatabaseQueryCache("database_query", int(settings.query_cache_mb * MB),
-                                          settings.query_cache_seconds, fence_seconds=fence)
+    fence = settings.users.cache_fence_seconds
+    app[USER_SESSION_CACHE] = UserSessionCache("user_session", int(settings.users.session_cache_mb * MB),
+                                               settings.users.session_cache_seconds, fence_seconds=fence)
+    app[CONTENT_CACHE] = ContentCache("content", int(settings.users.content_cache_mb * MB),
+                                      settings.users.content_cache_seconds, fence_seconds=fence)
+    app[QUERY_CACHE] = DatabaseQueryCache("database_query", int(settings.users.query_cache_mb * MB),
+                                          settings.users.query_cache_seconds, fence_seconds=fence)
     invalidation = CacheInvalidation(app)
     pm = app[PLUGINS]
     if pm.has_plugin(CacheInvalidation.NAME):  # a plugin manager reused for a second app: this app's caches win

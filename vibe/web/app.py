@@ -61,9 +61,9 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     app[HTTP_SESSION] = session
     jwks = JwksCache(
-        settings.supabase_jwks_url, lambda: session, ttl=settings.jwks_cache_seconds,
-        timeout=settings.jwks_timeout_seconds, min_refresh=settings.jwks_min_refresh_seconds,
-    ) if settings.supabase_jwks_url else None
+        settings.web.supabase_jwks_url, lambda: session, ttl=settings.web.jwks_cache_seconds,
+        timeout=settings.web.jwks_timeout_seconds, min_refresh=settings.web.jwks_min_refresh_seconds,
+    ) if settings.web.supabase_jwks_url else None
     app[TOKEN_VERIFIER] = TokenVerifier(settings, jwks)
     try:
         yield
@@ -75,16 +75,16 @@ async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
     """The inbox's group committer and the dispatcher's background loop."""
     settings = app[SETTINGS]
     app[STRIPE_INBOX] = GroupCommitter(
-        app[DB], store_events, max_batch=100, concurrency=2 if settings.dialect == "postgresql" else 1,
+        app[DB], store_events, max_batch=100, concurrency=2 if settings.db.dialect == "postgresql" else 1,
         name="stripe-inbox",
     )
     dispatcher = Dispatcher(app[DB], app[PLUGINS], app[STRIPE_HANDLERS], settings)
     app[DISPATCHER] = dispatcher
     # Several loops on PostgreSQL overlap their round trips (SKIP LOCKED keeps their batches
     # apart); SQLite has one writer, so one loop.
-    loops = settings.stripe_dispatch_concurrency or (4 if settings.dialect == "postgresql" else 1)
+    loops = settings.billing.dispatch_concurrency or (4 if settings.db.dialect == "postgresql" else 1)
     tasks = [asyncio.create_task(dispatcher.run(), name=f"stripe-dispatcher-{i}")
-             for i in range(loops if settings.stripe_worker else 0)]
+             for i in range(loops if settings.billing.worker else 0)]
     try:
         yield
     finally:
@@ -103,15 +103,15 @@ def create_app(settings: Settings, *, pm: PluginManager | None = None) -> web.Ap
         # Connection limits (issue 7, docs/reliability.md): a connection idle (or dripping its
         # request line and headers) longer than the keep-alive is closed; request line and
         # each header are bounded, and so is their number.
-        handler_args={"keepalive_timeout": settings.http_keepalive_seconds,
-                      "max_line_size": settings.http_max_header_bytes,
-                      "max_field_size": settings.http_max_header_bytes,
-                      "max_headers": settings.http_max_headers},
+        handler_args={"keepalive_timeout": settings.web.keepalive_seconds,
+                      "max_line_size": settings.web.max_header_bytes,
+                      "max_field_size": settings.web.max_header_bytes,
+                      "max_headers": settings.web.max_headers},
     )
     app[SETTINGS] = settings
     app[PLUGINS] = pm
     app[STARTED_AT] = time.time()
-    app[SHUTDOWN] = Shutdown(settings.shutdown_grace_seconds)
+    app[SHUTDOWN] = Shutdown(settings.web.shutdown_grace_seconds)
     app[STRIPE_HANDLERS] = collect_stripe_handlers(pm, settings)
     app.cleanup_ctx.append(http_ctx)
     app.cleanup_ctx.append(database_ctx)

@@ -126,9 +126,9 @@ class JwksCache:
 
 class TokenVerifier:
     def __init__(self, settings: Settings, jwks: JwksCache | None):
-        self.secret = settings.supabase_jwt_secret
-        self.issuer = settings.jwt_issuer or None
-        self.leeway = settings.jwt_leeway_seconds
+        self.secret = settings.web.supabase_jwt_secret
+        self.issuer = settings.web.jwt_issuer or None
+        self.leeway = settings.web.jwt_leeway_seconds
         self.jwks = jwks
 
     async def verify(self, token: str) -> Principal:

@@ -74,12 +74,12 @@ class LoadMonitor:
     """Pressure level from event-loop lag and pool waits (0 = healthy)."""
 
     def __init__(self, settings: Settings):
-        self.interval = settings.load_monitor_interval
-        self.lag_threshold = settings.load_lag_threshold
-        self.wait_threshold = settings.load_pool_wait_threshold
-        self.max_level = len(settings.rate_limit_shrink_order)
+        self.interval = settings.web.load_monitor_interval
+        self.lag_threshold = settings.web.load_lag_threshold
+        self.wait_threshold = settings.web.load_pool_wait_threshold
+        self.max_level = len(settings.web.rate_limit_shrink_order)
         # one level down per LOAD_RECOVERY_SECONDS of calm samples in a row: quick to shrink, slow to grow
-        self.calm_needed = max(1, math.ceil(settings.load_recovery_seconds / self.interval))
+        self.calm_needed = max(1, math.ceil(settings.web.load_recovery_seconds / self.interval))
         self.calm = 0
         self.level = 0
         self.lag = 0.0  # smoothed event-loop lag, seconds
@@ -110,12 +110,12 @@ class LoadMonitor:
 
 class RateLimiter:
     def __init__(self, settings: Settings, monitor: LoadMonitor):
-        self.limits = {**settings.rate_limits, "anonymous": settings.rate_limit_anonymous,
-                       "service": settings.rate_limit_service, "webhook": settings.rate_limit_webhook_failures}
-        self.shrink_order = settings.rate_limit_shrink_order
-        self.factor = settings.rate_limit_shrink_factor
+        self.limits = {**settings.web.rate_limits, "anonymous": settings.web.rate_limit_anonymous,
+                       "service": settings.web.rate_limit_service, "webhook": settings.web.rate_limit_webhook_failures}
+        self.shrink_order = settings.web.rate_limit_shrink_order
+        self.factor = settings.web.rate_limit_shrink_factor
         self.monitor = monitor
-        self.buckets: LRUCache = LRUCache(maxsize=settings.rate_limit_max_keys)
+        self.buckets: LRUCache = LRUCache(maxsize=settings.web.rate_limit_max_keys)
         self.limited = 0
         self.rejections: collections.Counter[str] = collections.Counter()  # by tier, for /metrics
 
@@ -280,5 +280,5 @@ def setup(app: web.Application) -> None:
     monitor = LoadMonitor(settings)
     app[LOAD_MONITOR] = monitor
     app[RATE_LIMITER] = RateLimiter(settings, monitor)
-    app[TRUSTED_NETS] = tuple(ipaddress.ip_network(p, strict=False) for p in settings.rate_limit_trusted_proxies)
+    app[TRUSTED_NETS] = tuple(ipaddress.ip_network(p, strict=False) for p in settings.web.rate_limit_trusted_proxies)
     app.cleanup_ctx.append(ratelimit_ctx)

@@ -32,7 +32,7 @@ log = logging.getLogger("vibe.serve")
 
 
 def init_sentry(settings: Settings) -> None:
-    if not settings.sentry_dsn:
+    if not settings.ops.sentry_dsn:
         return
     try:
         import sentry_sdk
@@ -40,7 +40,7 @@ def init_sentry(settings: Settings) -> None:
     except ImportError:
         log.warning("SENTRY_DSN is set but sentry-sdk is not installed: pip install 'vibe[sentry]'")
         return
-    sentry_sdk.init(dsn=settings.sentry_dsn, integrations=[AioHttpIntegration()], environment=settings.env,
+    sentry_sdk.init(dsn=settings.ops.sentry_dsn, integrations=[AioHttpIntegration()], environment=settings.env,
                     release=f"vibe@{__version__}", send_default_pii=False)
 
 
@@ -65,7 +65,7 @@ async def _serve(app, host: str, port: int, shutdown_timeout: float, reuse_port:
         log.info("stopping")
     finally:
         cleanup = asyncio.create_task(runner.cleanup(), name="vibe: stop")
-        bound = shutdown_timeout + app[SETTINGS].shutdown_grace_seconds + 5
+        bound = shutdown_timeout + app[SETTINGS].web.shutdown_grace_seconds + 5
         done, _ = await asyncio.wait([cleanup], timeout=bound)
         if done:
             cleanup.result()
@@ -173,10 +173,10 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     where = f"http://{args.host}:{args.port}"
     if generated:
         print(f"Stripe webhook signing secret (kept in {settings.data_dir}/stripe_webhook_secret):", file=sys.stderr)
-        print(f"    {settings.stripe_webhook_secrets[0]}", file=sys.stderr)
+        print(f"    {settings.billing.webhook_secrets[0]}", file=sys.stderr)
         print(f"    stripe listen --forward-to {where}/functions/v1/stripe-webhook", file=sys.stderr)
     workers = f", {args.workers} workers" if args.workers > 1 else ""
-    print(f"vibe {__version__} on {where} ({settings.dialect}{workers})", file=sys.stderr)
+    print(f"vibe {__version__} on {where} ({settings.db.dialect}{workers})", file=sys.stderr)
     if args.workers > 1:
         return supervise(settings, args)
     run_worker(settings, args.host, args.port, args.shutdown_timeout, False)

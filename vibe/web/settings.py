@@ -1,0 +1,107 @@
+"""The web layer's settings: the HTTP server's limits, callers' tokens, rate limits and load
+shedding, and the shutdown deadline."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+
+from vibe.variables import ConfigError, Env, fraction, setting, url_problem
+
+DEFAULT_RATE_LIMITS = {"free": 100, "starter": 300, "pro": 1000, "expert": 5000, "admin": 10000}
+
+
+def _rate_limits(raw: str) -> dict[str, int]:
+    """tier=requests_per_minute,...: overrides of and additions to the defaults."""
+    limits = dict(DEFAULT_RATE_LIMITS)
+    for item in (part.strip() for part in raw.split(",") if part.strip()):
+        tier, sep, value = item.partition("=")
+        tier = tier.strip().lower()
+        if not sep or not tier or not value.strip().isdigit() or int(value) < 1:
+            raise ConfigError(f"expected tier=requests_per_minute (a whole number >= 1), got {item!r}")
+        limits[tier] = int(value)
+    return limits
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    items = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"expected IP addresses or CIDR networks, got {item!r}") from None
+    return items
+
+
+def _jwks_from_supabase(env: Env) -> str:
+    supabase = env.get("SUPABASE_URL", "").strip().rstrip("/")
+    return f"{supabase}/auth/v1/.well-known/jwks.json" if supabase else ""
+
+
+def _service_role_key(value: str, production: bool) -> str:
+    return "" if value.count(".") == 2 or value.startswith("sb_secret_") else \
+        "expected a JWT (three dot-separated parts) or sb_secret_…"
+
+
+def _jwt_secret(value: str, production: bool) -> str:
+    return "" if len(value) >= 32 else "shorter than 32 characters"
+
+
+@dataclasses.dataclass(frozen=True)
+class WebSettings:
+    CONCERN = "web"
+
+    # callers' tokens
+    supabase_url: str = setting("SUPABASE_URL", "", "the Supabase project (its JWKS: "
+                                "`$SUPABASE_URL/auth/v1/.well-known/jwks.json`)", parse=lambda raw: raw.rstrip("/"),
+                                production=True, check=url_problem)
+    supabase_service_role_key: str = setting("SUPABASE_SERVICE_ROLE_KEY", "", "the project's service-role key",
+                                             secret=True, production=True, check=_service_role_key)
+    supabase_jwt_secret: str = setting("SUPABASE_JWT_SECRET", "", "the legacy HS256 secret, for HS256 access "
+                                       "tokens", secret=True, check=_jwt_secret,
+                                       hint="tokens are checked against SUPABASE_URL's JWKS")
+    supabase_jwks_url: str = setting("SUPABASE_JWKS_URL", "", "where the ES256/RS256/EdDSA keys are",
+                                     derive=_jwks_from_supabase, default_text="from `SUPABASE_URL`")
+    jwt_issuer: str = setting("JWT_ISSUER", "", "issuer to require of user tokens")
+    jwt_leeway_seconds: int = setting("JWT_LEEWAY_SECONDS", 10, "clock leeway for `exp`, `nbf`, `iat`", minimum=0)
+    jwks_cache_seconds: float = setting("JWKS_CACHE_SECONDS", 600.0, "how long fetched keys are fresh", minimum=0)
+    jwks_min_refresh_seconds: float = setting("JWKS_MIN_REFRESH_SECONDS", 30.0, "least time between key fetches",
+                                              minimum=0)
+    jwks_timeout_seconds: float = setting("JWKS_TIMEOUT_SECONDS", 5.0, "a key fetch's timeout", minimum=0.1)
+
+    # rate limits and load shedding
+    rate_limits: Mapping[str, int] = setting("RATE_LIMITS", DEFAULT_RATE_LIMITS, "requests a minute per tier",
+                                             parse=_rate_limits)
+    rate_limit_anonymous: int = setting("RATE_LIMIT_ANONYMOUS", 600, "requests a minute per client IP without "
+                                        "a user", minimum=1)
+    rate_limit_service: int = setting("RATE_LIMIT_SERVICE", 10000, "requests a minute for the service role",
+                                      minimum=1)
+    rate_limit_webhook_failures: int = setting("RATE_LIMIT_WEBHOOK_FAILURES", 1000,
+                                               "failed webhook signatures a minute per source", minimum=1)
+    rate_limit_max_keys: int = setting("RATE_LIMIT_MAX_KEYS", 50_000, "buckets kept in the LRU (about 1 KB each)",
+                                       minimum=100)
+    rate_limit_trusted_proxies: tuple[str, ...] = setting(
+        "RATE_LIMIT_TRUSTED_PROXIES", (), "IPs/CIDRs whose `X-Forwarded-For` is believed", parse=_networks)
+    rate_limit_shrink_order: tuple[str, ...] = setting(
+        "RATE_LIMIT_SHRINK_ORDER", ("anonymous", "free", "starter", "pro"), "which tiers shrink first under load")
+    rate_limit_shrink_factor: float = setting("RATE_LIMIT_SHRINK_FACTOR", 0.5, "how much a shrunk tier keeps",
+                                              parse=fraction)
+    load_monitor_interval: float = setting("LOAD_MONITOR_INTERVAL", 0.5, "seconds between load checks",
+                                           minimum=0.01)
+    load_lag_threshold: float = setting("LOAD_LAG_THRESHOLD", 0.2, "event-loop lag (seconds) that counts as "
+                                        "overload", minimum=0.001)
+    load_pool_wait_threshold: int = setting("LOAD_POOL_WAIT_THRESHOLD", 5, "requests waiting for a database "
+                                            "connection that count as overload", minimum=1)
+    load_recovery_seconds: float = setting("LOAD_RECOVERY_SECONDS", 5.0, "calm seconds before limits grow back",
+                                           minimum=0)
+
+    # the HTTP server
+    keepalive_seconds: float = setting("HTTP_KEEPALIVE_SECONDS", 30.0, "close a connection idle this long (also "
+                                       "bounds clients that send their headers slowly)", minimum=0.1)
+    max_header_bytes: int = setting("HTTP_MAX_HEADER_BYTES", 8190, "longest request line or header", minimum=1024)
+    max_headers: int = setting("HTTP_MAX_HEADERS", 64, "most headers in a request", minimum=16)
+    shutdown_grace_seconds: float = setting(
+        "SHUTDOWN_GRACE_SECONDS", 10.0, "at a stop, how long all background work together may take to finish "
+        "(after `--shutdown-timeout` for requests); what is left is logged with its stack and cancelled",
+        minimum=0.1)
