@@ -26,7 +26,16 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the project, not bench/ (bench/email.py is not the stdlib's)
 
-from bench.harness import bare_server, describe_machine, drive, free_port, fresh_database, lines, row, vibe_server  # noqa: E402
+from bench.harness import (  # noqa: E402
+    bare_server,
+    describe_machine,
+    drive,
+    free_port,
+    fresh_database,
+    lines,
+    row,
+    vibe_server,
+)
 
 WRITE_KEY = "wk_bench"
 PATH = "/functions/v1/analytics-tracking/event"

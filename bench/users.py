@@ -30,8 +30,16 @@ import jwt
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the project, not bench/ (bench/email.py is not the stdlib's)
 
-from bench.harness import (Load, bare_server, describe_machine, drive, free_port, fresh_database, row,  # noqa: E402
-                           vibe_server)
+from bench.harness import (  # noqa: E402
+    Load,
+    bare_server,
+    describe_machine,
+    drive,
+    free_port,
+    fresh_database,
+    row,
+    vibe_server,
+)
 from vibe.config import Settings  # noqa: E402
 
 SECRET = "bench-jwt-secret-with-at-least-thirty-two-characters"

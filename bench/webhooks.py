@@ -27,9 +27,18 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the project, not bench/ (bench/email.py is not the stdlib's)
 
-from bench.harness import (CpuSplit, Load, bare_server, describe_machine, drive, free_port,  # noqa: E402
-                           fresh_database, row, vibe_server)
-from vibe.billing import signature as stripe_signature# noqa: E402
+from bench.harness import (  # noqa: E402
+    CpuSplit,
+    Load,
+    bare_server,
+    describe_machine,
+    drive,
+    free_port,
+    fresh_database,
+    row,
+    vibe_server,
+)
+from vibe.billing import signature as stripe_signature  # noqa: E402
 from vibe.config import Settings  # noqa: E402
 from vibe.db.database import create_database  # noqa: E402
 

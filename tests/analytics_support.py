@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import pytest
-
 import tokens
 
 WRITE_KEY = "wk_test_analytics_write_key"

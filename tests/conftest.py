@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
-
 import tokens
 from databases import PostgresSchemas, SqliteTemplate
+
 from vibe.billing import signature as stripe_signature
-from vibe.web.app import create_app
+from vibe.billing.keys import DISPATCHER
 from vibe.config import Settings
-from vibe.keys import DB, DISPATCHER
+from vibe.keys import DB
 from vibe.plugins.host import build_plugin_manager
+from vibe.web.app import create_app
 from vibe.web.shutdown import describe
 
 pytest_plugins = ["hang_guard"]  # on a pytest-timeout, every asyncio task's stack

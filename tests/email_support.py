@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tokens
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, AuthResult
-
-import tokens
 from conftest import wait_until
+
 from vibe.email import svix
 
 SVIX_SECRET = "whsec_" + base64.b64encode(b"resend-webhook-test-secret-32byt").decode()

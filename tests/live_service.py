@@ -9,7 +9,6 @@ import socket
 import sys
 
 import aiohttp
-
 from conftest import ROOT, SECRET
 
 

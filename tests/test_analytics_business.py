@@ -6,8 +6,9 @@ import uuid
 import tokens
 from analytics_support import WRITE_KEY, at, get, post, stored
 from conftest import load_event, postgres_only, wait_until
+
+from vibe.analytics.keys import ANALYTICS
 from vibe.analytics.queries import refresh_business_views
-from vibe.keys import ANALYTICS
 
 
 def stripe_event(name, created, **obj):

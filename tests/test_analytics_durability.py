@@ -7,13 +7,12 @@ import sys
 
 import aiohttp
 import pytest
-
 from analytics_support import PREFIX, WRITE_KEY
 from conftest import ROOT
 from live_service import free_port
+
 from vibe.config import Settings
 from vibe.db.database import create_database
-
 
 
 @pytest.mark.slow

@@ -7,10 +7,19 @@ import time
 
 import aiohttp
 import pytest
-
 import tokens
-from analytics_support import BROWSER, PREFIX, SERVER, WRITE_KEY, analytics, browser, post, stored  # noqa: F401
-from vibe.keys import ANALYTICS
+from analytics_support import (  # noqa: F401
+    BROWSER,
+    PREFIX,
+    SERVER,
+    WRITE_KEY,
+    analytics,
+    browser,
+    post,
+    stored,
+)
+
+from vibe.analytics.keys import ANALYTICS
 
 
 @pytest.mark.parametrize("endpoint, properties, extra", [

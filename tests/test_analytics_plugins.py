@@ -1,16 +1,16 @@
 """Endpoints are plugins: the example adds a seventh, and start-up refuses duplicates."""
 
 import pytest
-
 import tokens
 from analytics_support import WRITE_KEY, browser, post, stored
 from conftest import ROOT
+
+from vibe.analytics.keys import ANALYTICS
 from vibe.analytics.model import AnalyticsEndpoint, collect_endpoints
-from vibe.web.app import create_app
 from vibe.config import Settings
 from vibe.plugins.hookspecs import hookimpl
-from vibe.keys import ANALYTICS
 from vibe.plugins.host import PluginError, build_plugin_manager
+from vibe.web.app import create_app
 
 EXAMPLE = str(ROOT / "examples" / "analytics_plugin")
 

@@ -3,7 +3,6 @@
 import datetime
 
 import pytest
-
 import tokens
 from analytics_support import analytics, at, browser, get, post  # noqa: F401
 

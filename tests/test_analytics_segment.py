@@ -7,11 +7,11 @@ import gzip
 import json
 
 import pytest
-from segment.analytics import Client
-
 from analytics_support import WRITE_KEY, analytics, stored  # noqa: F401
 from conftest import wait_until
-from vibe.keys import ANALYTICS
+from segment.analytics import Client
+
+from vibe.analytics.keys import ANALYTICS
 
 
 def basic(key=WRITE_KEY):

@@ -9,11 +9,10 @@ import uuid
 
 import jwt
 import pytest
+import tokens
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-
-import tokens
 
 PATH = "/functions/v1/user-management"
 PROBE = {"action": "check_access", "data": {"resource_type": "commandment", "resource_id": "1"}}

@@ -7,15 +7,20 @@ import uuid
 
 import psycopg2
 import pytest
-
+import tokens
 from conftest import load_event, make_event, postgres_only, wait_until
 
-import tokens
-from vibe.users.cache_sync import notifications
-from vibe.users.caches import DatabaseQueryCache, SizedCache, UserSessionCache, estimate_size
-from vibe.web.auth import Principal
-from vibe.keys import DB, QUERY_CACHE, USER_SESSION_CACHE
 from vibe.db.row_security import as_user
+from vibe.keys import DB
+from vibe.users.cache_sync import notifications
+from vibe.users.caches import (
+    DatabaseQueryCache,
+    SizedCache,
+    UserSessionCache,
+    estimate_size,
+)
+from vibe.users.keys import QUERY_CACHE, USER_SESSION_CACHE
+from vibe.web.auth import Principal
 
 PATH = "/functions/v1/user-management"
 PRO_ITEM = {"resource_type": "workshop", "resource_id": "6"}

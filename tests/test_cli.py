@@ -8,7 +8,6 @@ import sys
 
 import aiohttp
 import pytest
-
 from conftest import FIXTURES, ROOT, run_cli
 from live_service import free_port
 

@@ -5,7 +5,6 @@ import urllib.parse
 import uuid
 
 import pytest
-
 from conftest import ON_POSTGRES, make_event, postgres_only
 from databases import with_param
 

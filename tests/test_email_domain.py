@@ -9,11 +9,11 @@ import time
 import uuid
 
 import tokens
-
 from conftest import ROOT, load_event, make_event, wait_until
 from email_support import add_profile, outbox, start_email, wait_status  # noqa: F401
+
+from vibe.email.keys import EMAIL_RENDERER
 from vibe.email.schedule import iso_week, run_schedule
-from vibe.keys import EMAIL_RENDERER
 
 
 def fixture_event(name: str) -> dict:

@@ -4,8 +4,15 @@ and the outbox sender writing real mail; GET shows status and history."""
 import asyncio
 
 import tokens
-from email_support import (QUEUE, add_profile, message, outbox, queue, start_email,  # noqa: F401
-                           wait_status)
+from email_support import (  # noqa: F401
+    QUEUE,
+    add_profile,
+    message,
+    outbox,
+    queue,
+    start_email,
+    wait_status,
+)
 
 
 async def test_queued_message_is_sent_to_the_outbox(start_email):

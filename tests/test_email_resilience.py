@@ -2,7 +2,15 @@
 
 import pytest
 
-from vibe.ops.resilience import CLOSED, HALF_OPEN, OPEN, BreakerRegistry, CircuitBreaker, backoff_delay, parse_retry_after
+from vibe.ops.resilience import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerRegistry,
+    CircuitBreaker,
+    backoff_delay,
+    parse_retry_after,
+)
 
 
 def test_backoff_is_full_jitter_under_an_exponential_cap():

@@ -3,8 +3,15 @@ against a local server that behaves like Resend's API (429s and 500s included)."
 
 import asyncio
 
-from email_support import (add_profile, fake_resend, queue, resend_env, smtp_server, start_email,  # noqa: F401
-                           wait_status)
+from email_support import (  # noqa: F401
+    add_profile,
+    fake_resend,
+    queue,
+    resend_env,
+    smtp_server,
+    start_email,
+    wait_status,
+)
 
 
 async def test_smtp_end_to_end_with_login(smtp_server, start_email):
@@ -103,7 +110,7 @@ async def test_dead_letters_after_max_attempts_and_retry_requeues(start_email, f
     assert row["attempts"] == 3 and len(fake_resend.requests) == 3
     fake_resend.down = False
     from vibe.email.cli import requeue_dead
-    from vibe.keys import EMAIL_WORKER
+    from vibe.email.keys import EMAIL_WORKER
 
     assert await requeue_dead(service.db) == [email_id]
     service.app[EMAIL_WORKER].wake()
@@ -116,7 +123,7 @@ async def test_circuit_breaker_stops_calls_while_open_and_closes_after_a_probe(s
     service = await start_email(**resend_env(fake_resend, EMAIL_BREAKER_THRESHOLD="2",
                                              EMAIL_BREAKER_RESET_SECONDS="0.5", EMAIL_CONCURRENCY="1",
                                              EMAIL_RETRY_MAX_SECONDS="0.05", EMAIL_MAX_ATTEMPTS="50"))
-    from vibe.keys import BREAKERS
+    from vibe.ops.keys import BREAKERS
 
     breaker = service.app[BREAKERS].get("email:resend")
     user = await add_profile(service.db)

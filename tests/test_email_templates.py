@@ -2,12 +2,17 @@
 data is validated; registration mistakes are start-up errors; the preview command."""
 
 import pytest
-
 from conftest import ROOT
 
 from vibe import cli
 from vibe.config import Settings
-from vibe.email.templates import EmailRenderer, EmailTemplate, TemplateError, collect_templates, format_money
+from vibe.email.templates import (
+    EmailRenderer,
+    EmailTemplate,
+    TemplateError,
+    collect_templates,
+    format_money,
+)
 from vibe.plugins.hookspecs import hookimpl
 from vibe.plugins.host import build_plugin_manager
 

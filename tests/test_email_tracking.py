@@ -3,9 +3,22 @@
 import time
 import urllib.parse
 
-from email_support import (QUEUE, SVIX_SECRET, add_profile, fake_resend, json_body, message, outbox,  # noqa: F401
-                           queue, resend_env, start_email, svix_headers, wait_status)
-from vibe.keys import EMAIL_UNSUBSCRIBE
+from email_support import (  # noqa: F401
+    QUEUE,
+    SVIX_SECRET,
+    add_profile,
+    fake_resend,
+    json_body,
+    message,
+    outbox,
+    queue,
+    resend_env,
+    start_email,
+    svix_headers,
+    wait_status,
+)
+
+from vibe.email.keys import EMAIL_UNSUBSCRIBE
 
 EVENTS = f"{QUEUE}/events"
 UNSUBSCRIBE = f"{QUEUE}/unsubscribe"

@@ -4,8 +4,15 @@ sender died mid-send, and configuration mistakes are one clear line at start-up.
 import time
 
 import pytest
+from email_support import (  # noqa: F401
+    add_profile,
+    fake_resend,
+    queue,
+    resend_env,
+    start_email,
+    wait_status,
+)
 
-from email_support import add_profile, fake_resend, queue, resend_env, start_email, wait_status  # noqa: F401
 from vibe.config import ConfigError, Settings
 from vibe.db.database import create_database
 from vibe.email.worker import EmailWorker, Outcome

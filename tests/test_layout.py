@@ -24,8 +24,8 @@ ALLOWED = {
             "analytics", "billing", "email", "users"},  # app.py is the composition root; known:
             # ratelimit asks analytics for the write key and users for the session
     "ops": {"db", "web", "plugins"},
-    "billing": {"db", "web", "plugins"},
-    "users": {"db", "web", "plugins", "billing"},  # known: actions read the billing state
+    "billing": {"db", "web", "ops", "plugins"},
+    "users": {"db", "web", "ops", "plugins", "billing"},  # known: actions read the billing state
     "analytics": {"db", "web", "ops", "plugins", "users"},  # known: the query cache lives in users
     "email": {"db", "web", "ops", "plugins"},
 }
@@ -70,6 +70,16 @@ def test_db_imports_no_concern_and_vibe_never_imports_the_plugins_folder():
         assert vibe_imports(path) <= {"db", "config", "variables", "paths"}, path
     for path in (ROOT / "vibe").rglob("*.py"):
         assert "plugins" not in top_level_imports(path), f"{path} imports the plugins/ folder"
+
+
+def test_the_shared_keys_know_no_concern():
+    """vibe/keys.py holds only the state every package shares; each package declares the keys of
+    its own state in its keys.py, so ops (say) reads no other concern's state by accident."""
+    assert vibe_imports(ROOT / "vibe" / "keys.py") <= {"config", "db", "web"}  # web: Shutdown's type
+    for package in PACKAGES:
+        path = ROOT / "vibe" / package / "keys.py"
+        if path.exists():
+            assert vibe_imports(path) <= {package, "db", "web"}, path
 
 
 def test_each_concern_declares_its_settings_knowing_no_other_concern():

@@ -5,10 +5,10 @@ import asyncio
 
 import pytest
 from aiohttp import web
-
 from conftest import wait_until
 from ops_support import TroublePlugin
-from vibe.keys import WATCHDOG
+
+from vibe.ops.keys import WATCHDOG
 
 
 @pytest.fixture

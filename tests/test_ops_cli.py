@@ -3,9 +3,9 @@
 import json
 
 import pytest
-
 from conftest import run_cli
 from live_service import LiveService
+
 from vibe.config import Settings
 from vibe.db.database import create_database
 

@@ -1,15 +1,14 @@
 """GET /dashboard: admins only, SVG charts, self-refreshing; rendered in headless Chromium."""
 
 import asyncio
-import os
 import base64
+import os
 import re
 import shutil
 import tempfile
 import time
 
 import pytest
-
 import tokens
 from conftest import ROOT, make_event
 from ops_support import TroublePlugin

@@ -6,6 +6,7 @@ import logging
 import tokens
 from conftest import make_event
 from ops_support import TroublePlugin
+
 from vibe.ops.logs import JsonFormatter, RequestIdFilter
 
 
@@ -42,7 +43,8 @@ async def test_analytics_health_is_not_shadowed_by_its_endpoint_route(service):
 
 
 async def test_an_open_email_breaker_and_dead_emails_degrade_email_and_the_service(service):
-    from vibe.keys import BREAKERS, EMAIL_WORKER
+    from vibe.email.keys import EMAIL_WORKER
+    from vibe.ops.keys import BREAKERS
 
     body = await (await service.client.get("/functions/v1/email-notifications/health")).json()
     assert body["status"] == "healthy" and body["sender_breaker"] == "closed"

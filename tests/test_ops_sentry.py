@@ -4,7 +4,6 @@ import asyncio
 
 import pytest
 from aiohttp import web
-
 from conftest import wait_until
 from live_service import LiveService
 

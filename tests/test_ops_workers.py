@@ -6,9 +6,9 @@ import signal
 
 import aiohttp
 import pytest
-
 from conftest import SECRET, make_event
 from live_service import LiveService
+
 from vibe.billing import signature as stripe_signature
 from vibe.config import Settings
 from vibe.db.database import create_database

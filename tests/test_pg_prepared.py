@@ -7,8 +7,8 @@ service goes through this path there.)"""
 
 import psycopg2
 import pytest
-
 from conftest import postgres_only
+
 from vibe.config import Settings
 from vibe.db.database import create_database
 from vibe.db.prepared import fits, numbered

@@ -3,14 +3,14 @@
 import inspect
 
 import pytest
-
 from conftest import ROOT, make_event, run_cli
 from stripe_support import fixture, link_user
-from vibe.web.app import create_app
+
+from vibe.billing.keys import DISPATCHER, STRIPE_HANDLERS
 from vibe.config import Settings
 from vibe.plugins.hookspecs import hookimpl
-from vibe.keys import DISPATCHER, STRIPE_HANDLERS
 from vibe.plugins.host import PluginError, build_plugin_manager
+from vibe.web.app import create_app
 
 EXAMPLES = str(ROOT / "examples" / "plugins")
 

@@ -6,11 +6,11 @@ import json
 import time
 import uuid
 
+import tokens
 from conftest import load_event, wait_until
 
-import tokens
 from vibe.config import Settings
-from vibe.keys import LOAD_MONITOR, RATE_LIMITER
+from vibe.web.keys import LOAD_MONITOR, RATE_LIMITER
 from vibe.web.ratelimit import LoadMonitor, RateLimiter
 
 PATH = "/functions/v1/user-management"

@@ -9,17 +9,24 @@ import time
 
 import aiohttp
 import pytest
-
 from aiohttp.test_utils import TestClient, TestServer
-
-from conftest import ROOT, SECRET, LogsAfterStop, make_event, postgres_only, stop_services, wait_until
+from conftest import (
+    ROOT,
+    SECRET,
+    LogsAfterStop,
+    make_event,
+    postgres_only,
+    stop_services,
+    wait_until,
+)
 from live_service import LiveService
+
 from vibe.billing import signature as stripe_signature
-from vibe.web.app import create_app
 from vibe.config import Settings
 from vibe.db.database import create_database
 from vibe.plugins.hookspecs import hookimpl
 from vibe.plugins.host import build_plugin_manager
+from vibe.web.app import create_app
 
 STUCK_DIR = str(ROOT / "tests" / "plugins_stuck")
 GRACE = 1.5

@@ -5,6 +5,7 @@ import collections
 import uuid
 
 from conftest import make_event
+
 from vibe.plugins.hookspecs import hookimpl
 
 

@@ -3,9 +3,9 @@
 import json
 
 import pytest
-
 from conftest import ROOT, make_event, run_cli
 from stripe_support import fixture, link_user
+
 from vibe.plugins.hookspecs import hookimpl
 
 FLAKY_DIR = str(ROOT / "tests" / "plugins_flaky")

@@ -4,8 +4,8 @@ import time
 import uuid
 
 import pytest
-
 import tokens
+
 from vibe.plugins.hookspecs import hookimpl
 
 PATH = "/functions/v1/user-management"

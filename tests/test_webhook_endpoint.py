@@ -5,6 +5,7 @@ import json
 import time
 
 from conftest import SECRET, load_event, make_event
+
 from vibe.billing import signature as stripe_signature
 
 

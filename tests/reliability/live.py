@@ -9,9 +9,9 @@ import signal
 import sys
 
 import aiohttp
-
 from conftest import ROOT, SECRET
 from live_service import free_port
+
 from vibe.billing import signature as stripe_signature
 
 WRITE_KEY = "wk_reliability_write_key"

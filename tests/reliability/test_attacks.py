@@ -12,10 +12,10 @@ from pathlib import Path
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 import tokens
 from conftest import SECRET, make_event, wait_until
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from vibe.billing import signature as stripe_signature
 
 pytestmark = pytest.mark.reliability

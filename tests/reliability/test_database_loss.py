@@ -13,7 +13,6 @@ import uuid
 
 import psycopg2
 import pytest
-
 import tokens
 from conftest import make_event, postgres_only
 from databases import with_param

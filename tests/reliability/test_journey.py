@@ -14,7 +14,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 import tokens
 from conftest import load_event, wait_until
 

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
 import tokens
-
 from conftest import load_event, wait_until
 from live import WRITE_KEY, LiveServer, signed
 from reliability_db import open_db, settle_stripe

@@ -5,10 +5,10 @@ import asyncio
 import time
 
 import pytest
-
 from conftest import wait_until
 from email_support import FakeResend, add_profile, fake_resend, queue, resend_env  # noqa: F401 (fixture)
-from vibe.keys import BREAKERS
+
+from vibe.ops.keys import BREAKERS
 
 pytestmark = pytest.mark.reliability
 

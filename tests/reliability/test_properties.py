@@ -9,9 +9,9 @@ data accumulates, as a real one's would).
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 import tokens
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.reliability
 

@@ -10,7 +10,6 @@ import shutil
 import sys
 
 import pytest
-
 import tokens
 from live import LiveServer
 

@@ -7,9 +7,7 @@ import time
 
 import aiohttp
 import pytest
-
 import tokens
-
 from live import WRITE_KEY, LiveServer
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]

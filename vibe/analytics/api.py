@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from vibe.analytics import queries
+from vibe.analytics.keys import ANALYTICS
 from vibe.analytics.model import (
     EventInvalid,
     check_id,
@@ -20,7 +21,7 @@ from vibe.analytics.model import (
     stored_event,
 )
 from vibe.analytics.store import export_user, forget_user
-from vibe.keys import ANALYTICS, DB, SETTINGS
+from vibe.keys import DB, SETTINGS
 from vibe.web.auth import require
 from vibe.web.errors import ApiError
 

@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Sequence
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from vibe.analytics.keys import ANALYTICS
 from vibe.analytics.model import (
     AnalyticsEndpoint,
     Event,
@@ -25,7 +26,7 @@ from vibe.analytics.model import (
 from vibe.analytics.store import SeenActors, store_events
 from vibe.db.database import Transaction
 from vibe.db.groupcommit import GroupCommitter
-from vibe.keys import ANALYTICS, DB, SETTINGS, SHUTDOWN
+from vibe.keys import DB, SETTINGS, SHUTDOWN
 from vibe.users.caches import DatabaseQueryCache
 from vibe.web.auth import principal_of
 from vibe.web.errors import ApiError

@@ -16,10 +16,11 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from vibe.analytics.keys import ANALYTICS
 from vibe.analytics.queries import refresh_business_views
 from vibe.analytics.store import delete_expired
 from vibe.db.database import Database, DatabaseUnavailable
-from vibe.keys import ANALYTICS, DB, SETTINGS, SHUTDOWN
+from vibe.keys import DB, SETTINGS, SHUTDOWN
 from vibe.web.shutdown import wait_event
 
 log = logging.getLogger(__name__)

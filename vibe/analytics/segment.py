@@ -22,8 +22,9 @@ from typing import Any
 from aiohttp import web
 
 from vibe.analytics.ingest import ingest, parse_json, read_body, write_key_matches
+from vibe.analytics.keys import ANALYTICS
 from vibe.analytics.model import EventInvalid, Sender, parse_time
-from vibe.keys import ANALYTICS, SETTINGS
+from vibe.keys import SETTINGS
 from vibe.web.errors import ApiError
 
 TYPES = ("track", "page", "identify", "screen", "group", "alias")

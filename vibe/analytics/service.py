@@ -22,6 +22,7 @@ from vibe.analytics.ingest import (
     sender_of,
 )
 from vibe.analytics.jobs import jobs_ctx
+from vibe.analytics.keys import ANALYTICS
 from vibe.analytics.model import (
     MAX_BATCH,
     EventInvalid,
@@ -29,8 +30,9 @@ from vibe.analytics.model import (
     collect_endpoints,
     parse_time,
 )
-from vibe.keys import ANALYTICS, DB, PLUGINS, QUERY_CACHE, SETTINGS
+from vibe.keys import DB, PLUGINS, SETTINGS
 from vibe.ops import health
+from vibe.users.keys import QUERY_CACHE
 from vibe.web.errors import ApiError
 
 PREFIX = "/functions/v1/analytics-tracking"

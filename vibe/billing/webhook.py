@@ -11,7 +11,8 @@ from aiohttp import web
 
 from vibe.billing import signature as stripe_signature
 from vibe.billing.inbox import parse_event
-from vibe.keys import DISPATCHER, SETTINGS, STRIPE_INBOX
+from vibe.billing.keys import DISPATCHER, STRIPE_INBOX
+from vibe.keys import SETTINGS
 from vibe.web.errors import ApiError
 
 MAX_BODY = 1024 * 1024

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from vibe.db.database import Transaction
 from vibe.email import svix
+from vibe.email.keys import EMAIL_QUEUE, EMAIL_RENDERER, EMAIL_WORKER
 from vibe.email.queue import (
     EmailRejected,
     enqueue,
@@ -30,7 +31,7 @@ from vibe.email.queue import (
     set_status,
     suppress,
 )
-from vibe.keys import DB, EMAIL_QUEUE, EMAIL_RENDERER, EMAIL_WORKER, SETTINGS
+from vibe.keys import DB, SETTINGS
 from vibe.web.auth import require
 from vibe.web.errors import ApiError
 

@@ -17,25 +17,21 @@ from aiohttp import web
 from vibe.db.groupcommit import GroupCommitter
 from vibe.email import api as email_api
 from vibe.email import unsubscribe
-from vibe.email.schedule import EmailScheduler
-from vibe.email.senders import create_sender
-from vibe.email.templates import EmailRenderer, collect_templates
-from vibe.email.worker import EmailWorker
-from vibe.keys import (
-    BREAKERS,
-    DB,
+from vibe.email.keys import (
     EMAIL_PAGES,
     EMAIL_QUEUE,
     EMAIL_RENDERER,
     EMAIL_SCHEDULER,
     EMAIL_UNSUBSCRIBE,
     EMAIL_WORKER,
-    HTTP_SESSION,
-    PLUGINS,
-    SETTINGS,
-    SHUTDOWN,
 )
+from vibe.email.schedule import EmailScheduler
+from vibe.email.senders import create_sender
+from vibe.email.templates import EmailRenderer, collect_templates
+from vibe.email.worker import EmailWorker
+from vibe.keys import DB, HTTP_SESSION, PLUGINS, SETTINGS, SHUTDOWN
 from vibe.ops import health
+from vibe.ops.keys import BREAKERS
 from vibe.ops.resilience import BreakerRegistry
 from vibe.paths import TEMPLATES_DIR
 

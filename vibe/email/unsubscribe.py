@@ -24,8 +24,9 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from vibe.config import Settings
+from vibe.email.keys import EMAIL_PAGES, EMAIL_UNSUBSCRIBE
 from vibe.email.queue import set_preference
-from vibe.keys import DB, EMAIL_PAGES, EMAIL_UNSUBSCRIBE
+from vibe.keys import DB
 from vibe.web.errors import ApiError
 
 PATH = "/functions/v1/email-notifications/unsubscribe"

@@ -26,8 +26,9 @@ import aiohttp
 from aiohttp import web
 
 from vibe.config import Settings
-from vibe.keys import HTTP_SESSION, METRICS, SETTINGS, SHUTDOWN, WATCHDOG
+from vibe.keys import HTTP_SESSION, SETTINGS, SHUTDOWN
 from vibe.ops import health
+from vibe.ops.keys import METRICS, WATCHDOG
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ import jinja2
 from aiohttp import web
 
 from vibe.db.database import DatabaseUnavailable
-from vibe.keys import DASHBOARD_PAGES, DB, METRICS, SETTINGS
+from vibe.keys import DB, SETTINGS
 from vibe.ops import charts, health
+from vibe.ops.keys import DASHBOARD_PAGES, METRICS
 from vibe.paths import TEMPLATES_DIR
 from vibe.web.auth import principal_of
 from vibe.web.errors import ApiError

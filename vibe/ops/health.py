@@ -17,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from vibe import __version__
 from vibe.db.database import DatabaseUnavailable
-from vibe.keys import BREAKERS, DB, DISPATCHER, HEALTH_PROBES, STARTED_AT, STRIPE_INBOX
+from vibe.keys import DB, STARTED_AT
+from vibe.ops.keys import BREAKERS, CACHES, HEALTH_PROBES
 from vibe.web.errors import ApiError
 
 Probe = Callable[[web.Application], Awaitable[dict[str, Any]]]
@@ -41,35 +43,19 @@ def worst(*statuses: str) -> str:
     return max(statuses, key=STATUSES.index, default="healthy")
 
 
-async def stripe_probe(app: web.Application) -> dict[str, Any]:
-    rows = await app[DB].fetchall(
-        "SELECT status, COUNT(*) AS n FROM stripe_events "
-        "WHERE status IN ('pending', 'failed', 'waiting', 'dead') GROUP BY status"
-    )
-    counts = {"pending": 0, "failed": 0, "waiting": 0, "dead": 0}
-    counts.update({r["status"]: int(r["n"]) for r in rows})
-    out = {"status": "degraded" if counts["dead"] else "healthy", "events": counts,
-            "processed": app[DISPATCHER].processed,
-            "queues": {"stripe_pending": counts["pending"] + counts["failed"] + counts["waiting"],
-                       "stripe_dead": counts["dead"], "stripe_inbox_batcher": app[STRIPE_INBOX].depth}}
-    if counts["dead"]:
-        out["error"] = f"{counts['dead']} dead event(s): python run.py events list --status dead"
-    return out
-
-
 def breaker_states(app: web.Application) -> dict[str, dict]:
     registry = app.get(BREAKERS)  # the resilience registry (the email sender's breaker, ...)
     return registry.snapshot() if registry is not None else {}
 
 
-def cache_ratios(app: web.Application) -> dict[str, dict]:
-    from vibe.keys import CONTENT_CACHE, QUERY_CACHE, USER_SESSION_CACHE
+def register_cache(app: web.Application, cache: Any) -> None:
+    """Report an in-process cache (anything with `.stats()`) in /health and /metrics."""
+    app.setdefault(CACHES, []).append(cache)
 
+
+def cache_ratios(app: web.Application) -> dict[str, dict]:
     out = {}
-    for key in (USER_SESSION_CACHE, CONTENT_CACHE, QUERY_CACHE):
-        cache = app.get(key)
-        if cache is None:
-            continue
+    for cache in app.get(CACHES, ()):
         s = cache.stats()
         looked = s["hits"] + s["misses"]
         out[s["name"]] = {"hit_ratio": round(s["hits"] / looked, 3) if looked else None,
@@ -141,7 +127,6 @@ async def function_health(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    register(app, "stripe-webhook", stripe_probe)
     app.router.add_get("/health", health)
     # Added before every function's own routes, so no `{id}` route can shadow it.
     app.router.add_get("/functions/v1/{function}/health", function_health)

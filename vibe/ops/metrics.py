@@ -28,8 +28,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from vibe.db.database import DatabaseUnavailable
-from vibe.keys import DB, LOAD_MONITOR, METRICS, RATE_LIMITER
+from vibe.keys import DB
 from vibe.ops import health
+from vibe.ops.keys import METRICS
+from vibe.web.keys import LOAD_MONITOR, RATE_LIMITER
 
 FUNCTIONS_PREFIX = "/functions/v1/"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -14,7 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from vibe.keys import CONTENT_CACHE, DB
+from vibe.keys import DB
+from vibe.users.keys import CONTENT_CACHE
 
 CATALOGUE_KEY = ("access", "catalogue")
 

@@ -22,8 +22,9 @@ import aiopg
 import psycopg2
 from aiohttp import web
 
-from vibe.keys import CONTENT_CACHE, QUERY_CACHE, SETTINGS, SHUTDOWN, USER_SESSION_CACHE
+from vibe.keys import SETTINGS, SHUTDOWN
 from vibe.plugins.hookspecs import hookimpl
+from vibe.users.keys import CONTENT_CACHE, QUERY_CACHE, USER_SESSION_CACHE
 from vibe.users.progress import overview_key
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,10 @@ from typing import Any
 from aiohttp import web
 
 from vibe.db.row_security import as_user, reading_as_user
-from vibe.keys import DB, PLUGINS, QUERY_CACHE, SETTINGS
+from vibe.keys import DB, PLUGINS, SETTINGS
 from vibe.plugins.context import DomainContext
 from vibe.users.access import Catalogue
+from vibe.users.keys import QUERY_CACHE
 from vibe.web.errors import ApiError
 from vibe.web.validation import Field, Problems, collect
 

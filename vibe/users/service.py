@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
-from vibe.keys import CONTENT_CACHE, PLUGINS, QUERY_CACHE, SETTINGS, USER_SESSION_CACHE
+from vibe.keys import DB, PLUGINS, SETTINGS
+from vibe.ops import health
 from vibe.users import access, progress
 from vibe.users import actions as user_actions
 from vibe.users.cache_sync import CacheInvalidation, listener_ctx
 from vibe.users.caches import ContentCache, DatabaseQueryCache, UserSessionCache
+from vibe.users.keys import CONTENT_CACHE, QUERY_CACHE, USER_SESSION_CACHE
 from vibe.users.sessions import Session, session_of
 from vibe.web import ratelimit
 from vibe.web.errors import ApiError
+from vibe.web.keys import LOAD_MONITOR
 from vibe.web.validation import Field, check
 
 PATH = "/functions/v1/user-management"
@@ -93,6 +97,17 @@ async def user_management(request: web.Request) -> web.Response:
     return web.json_response(await route.run(request.app, session, data))
 
 
+async def users_probe(app: web.Application) -> dict[str, Any]:
+    """The profiles table answers; under load the rate limits shrink (degraded)."""
+    await app[DB].fetchall("SELECT id FROM profiles LIMIT 1")
+    level = app[LOAD_MONITOR].level
+    out: dict[str, Any] = {"status": "degraded" if level else "healthy", "load_level": level,
+                           "caches": health.cache_ratios(app)}
+    if level:
+        out["error"] = f"overloaded (level {level}): rate limits are shrunk"
+    return out
+
+
 def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
     fence = settings.users.cache_fence_seconds
@@ -102,6 +117,9 @@ def setup(app: web.Application) -> None:
                                       settings.users.content_cache_seconds, fence_seconds=fence)
     app[QUERY_CACHE] = DatabaseQueryCache("database_query", int(settings.users.query_cache_mb * MB),
                                           settings.users.query_cache_seconds, fence_seconds=fence)
+    for key in (USER_SESSION_CACHE, CONTENT_CACHE, QUERY_CACHE):
+        health.register_cache(app, app[key])
+    health.register(app, "user-management", users_probe)
     invalidation = CacheInvalidation(app)
     pm = app[PLUGINS]
     if pm.has_plugin(CacheInvalidation.NAME):  # a plugin manager reused for a second app: this app's caches win

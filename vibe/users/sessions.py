@@ -15,8 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
-from vibe.keys import DB, PRINCIPAL, SESSION, TOKEN_VERIFIER, USER_SESSION_CACHE
+from vibe.keys import DB
+from vibe.users.keys import SESSION, USER_SESSION_CACHE
 from vibe.web.auth import ANONYMOUS, AuthError, Principal, bearer_token
+from vibe.web.keys import PRINCIPAL, TOKEN_VERIFIER
 
 BOOLEAN_COLUMNS = ("marketing_consent", "cancel_at_period_end", "needs_review")
 

@@ -4,38 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
 from vibe.analytics import service as analytics_http
+from vibe.billing import service as billing
 from vibe.billing import webhook as webhooks
-from vibe.billing.dispatcher import Dispatcher
-from vibe.billing.inbox import store_events
-from vibe.billing.registry import collect_stripe_handlers
 from vibe.config import Settings
 from vibe.db.database import create_database
-from vibe.db.groupcommit import GroupCommitter
 from vibe.db.migrations import migrate
 from vibe.email import service as email_service
-from vibe.keys import (
-    DB,
-    DISPATCHER,
-    HTTP_SESSION,
-    PLUGINS,
-    SETTINGS,
-    SHUTDOWN,
-    STARTED_AT,
-    STRIPE_HANDLERS,
-    STRIPE_INBOX,
-    TOKEN_VERIFIER,
-)
+from vibe.keys import DB, HTTP_SESSION, PLUGINS, SETTINGS, SHUTDOWN, STARTED_AT
 from vibe.ops import health
 from vibe.ops import service as operations
 from vibe.plugins.host import PluginManager, build_plugin_manager
 from vibe.users import service as users
 from vibe.web.auth import JwksCache, TokenVerifier
+from vibe.web.keys import TOKEN_VERIFIER
 from vibe.web.middlewares import error_middleware, request_id_middleware
 from vibe.web.ratelimit import ratelimit_middleware
 from vibe.web.shutdown import Shutdown
@@ -71,29 +58,6 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
         await app[SHUTDOWN].wait("HTTP client session", session.close())
 
 
-async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The inbox's group committer and the dispatcher's background loop."""
-    settings = app[SETTINGS]
-    app[STRIPE_INBOX] = GroupCommitter(
-        app[DB], store_events, max_batch=100, concurrency=2 if settings.db.dialect == "postgresql" else 1,
-        name="stripe-inbox",
-    )
-    dispatcher = Dispatcher(app[DB], app[PLUGINS], app[STRIPE_HANDLERS], settings)
-    app[DISPATCHER] = dispatcher
-    # Several loops on PostgreSQL overlap their round trips (SKIP LOCKED keeps their batches
-    # apart); SQLite has one writer, so one loop.
-    loops = settings.billing.dispatch_concurrency or (4 if settings.db.dialect == "postgresql" else 1)
-    tasks = [asyncio.create_task(dispatcher.run(), name=f"stripe-dispatcher-{i}")
-             for i in range(loops if settings.billing.worker else 0)]
-    try:
-        yield
-    finally:
-        shutdown = app[SHUTDOWN]
-        await shutdown.stop("stripe inbox", app[STRIPE_INBOX].stop())
-        dispatcher.stop()
-        await shutdown.stop("stripe dispatcher", tasks)
-
-
 def create_app(settings: Settings, *, pm: PluginManager | None = None) -> web.Application:
     """Build the application. Start-up errors (plugins, handlers) raise here, before serving."""
     pm = pm or build_plugin_manager(settings)
@@ -112,12 +76,10 @@ def create_app(settings: Settings, *, pm: PluginManager | None = None) -> web.Ap
     app[PLUGINS] = pm
     app[STARTED_AT] = time.time()
     app[SHUTDOWN] = Shutdown(settings.web.shutdown_grace_seconds)
-    app[STRIPE_HANDLERS] = collect_stripe_handlers(pm, settings)
     app.cleanup_ctx.append(http_ctx)
     app.cleanup_ctx.append(database_ctx)
-    app.cleanup_ctx.append(stripe_ctx)
     health.setup_routes(app)
-    webhooks.setup_routes(app)
+    billing.setup(app)
     users.setup(app)
     analytics_http.setup(app)
     email_service.setup(app)

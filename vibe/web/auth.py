@@ -208,8 +208,8 @@ def bearer_token(header: str | None) -> str | None:
 
 async def principal_of(request) -> Principal:
     """The request's verified caller (ANONYMOUS without a token); 401 for a bad token."""
-    from vibe.keys import PRINCIPAL, TOKEN_VERIFIER
     from vibe.web.errors import ApiError
+    from vibe.web.keys import PRINCIPAL, TOKEN_VERIFIER
 
     cached = request.get(PRINCIPAL)
     if cached is not None:

@@ -14,8 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from vibe import __version__
+from vibe.analytics.keys import ANALYTICS
 from vibe.analytics.queries import ROLLUPS
-from vibe.keys import ANALYTICS, HEALTH_PROBES
+from vibe.ops.keys import HEALTH_PROBES
 
 JSON = "application/json"
 

@@ -35,18 +35,11 @@ from cachetools import LRUCache
 from vibe.analytics.ingest import write_key_matches
 from vibe.config import Settings
 from vibe.db.database import DatabaseUnavailable
-from vibe.keys import (
-    DB,
-    LOAD_MONITOR,
-    RATE_LIMITER,
-    REQUEST_ID,
-    SETTINGS,
-    SHUTDOWN,
-    TRUSTED_NETS,
-)
+from vibe.keys import DB, REQUEST_ID, SETTINGS, SHUTDOWN
 from vibe.users.sessions import identify
 from vibe.web.auth import AuthError
 from vibe.web.errors import error_response
+from vibe.web.keys import LOAD_MONITOR, RATE_LIMITER, TRUSTED_NETS
 
 WEBHOOK_PATH = "/functions/v1/stripe-webhook"
 SIGNATURE_CODES = frozenset({"missing_signature", "malformed_signature", "invalid_signature",

@@ -1,0 +1,66 @@
+"""Billing's wiring: `setup(app)` collects the Stripe handlers, adds the webhook route, opens the
+inbox's group committer and the dispatcher's loops (one `cleanup_ctx`), and registers the
+`stripe-webhook` health probe."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from vibe.billing import webhook
+from vibe.billing.dispatcher import Dispatcher
+from vibe.billing.inbox import store_events
+from vibe.billing.keys import DISPATCHER, STRIPE_HANDLERS, STRIPE_INBOX
+from vibe.billing.registry import collect_stripe_handlers
+from vibe.db.groupcommit import GroupCommitter
+from vibe.keys import DB, PLUGINS, SETTINGS, SHUTDOWN
+from vibe.ops import health
+
+
+async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The inbox's group committer and the dispatcher's background loop."""
+    settings = app[SETTINGS]
+    app[STRIPE_INBOX] = GroupCommitter(
+        app[DB], store_events, max_batch=100, concurrency=2 if settings.db.dialect == "postgresql" else 1,
+        name="stripe-inbox",
+    )
+    dispatcher = Dispatcher(app[DB], app[PLUGINS], app[STRIPE_HANDLERS], settings)
+    app[DISPATCHER] = dispatcher
+    # Several loops on PostgreSQL overlap their round trips (SKIP LOCKED keeps their batches
+    # apart); SQLite has one writer, so one loop.
+    loops = settings.billing.dispatch_concurrency or (4 if settings.db.dialect == "postgresql" else 1)
+    tasks = [asyncio.create_task(dispatcher.run(), name=f"stripe-dispatcher-{i}")
+             for i in range(loops if settings.billing.worker else 0)]
+    try:
+        yield
+    finally:
+        shutdown = app[SHUTDOWN]
+        await shutdown.stop("stripe inbox", app[STRIPE_INBOX].stop())
+        dispatcher.stop()
+        await shutdown.stop("stripe dispatcher", tasks)
+
+
+async def stripe_probe(app: web.Application) -> dict[str, Any]:
+    rows = await app[DB].fetchall(
+        "SELECT status, COUNT(*) AS n FROM stripe_events "
+        "WHERE status IN ('pending', 'failed', 'waiting', 'dead') GROUP BY status"
+    )
+    counts = {"pending": 0, "failed": 0, "waiting": 0, "dead": 0}
+    counts.update({r["status"]: int(r["n"]) for r in rows})
+    out = {"status": "degraded" if counts["dead"] else "healthy", "events": counts,
+            "processed": app[DISPATCHER].processed,
+            "queues": {"stripe_pending": counts["pending"] + counts["failed"] + counts["waiting"],
+                       "stripe_dead": counts["dead"], "stripe_inbox_batcher": app[STRIPE_INBOX].depth}}
+    if counts["dead"]:
+        out["error"] = f"{counts['dead']} dead event(s): python run.py events list --status dead"
+    return out
+
+
+def setup(app: web.Application) -> None:
+    app[STRIPE_HANDLERS] = collect_stripe_handlers(app[PLUGINS], app[SETTINGS])
+    webhook.setup_routes(app)
+    app.cleanup_ctx.append(stripe_ctx)
+    health.register(app, "stripe-webhook", stripe_probe)
