@@ -3,20 +3,16 @@ service token only), summed per name per day."""
 
 from vibe.api import (
     AnalyticsEndpoint,
-    check_name,
     day,
     hookimpl,
-    number,
-    text,
+    name_field,
+    number_field,
+    text_field,
     upsert_sum,
 )
 
-
-def metric_properties(props):
-    check_name(props.get("name"), "properties.name")
-    number(props, "value", required=True)
-    text(props, "unit", max_len=32)
-    return props
+PROPERTIES = {"name": name_field(required=True, description="the figure's name"),
+              "value": number_field(required=True), "unit": text_field(max_len=32)}
 
 
 async def sum_metrics(tx, events):
@@ -30,6 +26,6 @@ async def sum_metrics(tx, events):
 
 @hookimpl
 def register_analytics_endpoints():
-    return AnalyticsEndpoint("business-metric", metric_properties, event="business_metric",
+    return AnalyticsEndpoint("business-metric", properties=PROPERTIES, event="business_metric",
                              senders=frozenset({"server"}), rollup=sum_metrics, aggregate="business-metrics",
                              description="A business figure: properties.name and a numeric properties.value.")

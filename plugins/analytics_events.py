@@ -1,29 +1,19 @@
 """Analytics endpoints `event` (any named event) and `user-behavior` (what a learner did in the UI)."""
 
-from vibe.api import AnalyticsEndpoint, hookimpl, number, text
+from vibe.api import AnalyticsEndpoint, Shape, hookimpl, number_field, text_field
 
-
-def event_properties(props):
-    """A named event: the body's `event` names it; properties are free-form JSON."""
-    return props
-
-
-def behavior_properties(props):
-    """Category / action / label / value, the way web analytics describe an interaction."""
-    text(props, "action", required=True, max_len=100)
-    for field in ("category", "label", "element"):
-        text(props, field, max_len=200)
-    number(props, "value")
-    if "url" in props:
-        text(props, "url", max_len=2048)
-    return props
+# A named event: the body's `event` names it; properties are free-form JSON.
+EVENT = Shape({}, closed=False, description="free-form")
+# Category / action / label / value, the way web analytics describe an interaction.
+BEHAVIOR = {"action": text_field(required=True, max_len=100), "category": text_field(), "label": text_field(),
+            "element": text_field(), "value": number_field(), "url": text_field(max_len=2048)}
 
 
 @hookimpl
 def register_analytics_endpoints():
     return [
-        AnalyticsEndpoint("event", event_properties, description="Any named event (the body's 'event')."),
-        AnalyticsEndpoint("user-behavior", behavior_properties, event="user_behavior",
+        AnalyticsEndpoint("event", properties=EVENT, description="Any named event (the body's 'event')."),
+        AnalyticsEndpoint("user-behavior", properties=BEHAVIOR, event="user_behavior",
                           description="An interaction: properties.action (required), category, label, value."),
     ]
 

@@ -3,14 +3,28 @@
 from collections import Counter
 from urllib.parse import urlsplit
 
-from vibe.api import AnalyticsEndpoint, EventInvalid, day, hookimpl, text, upsert_sum
+from vibe.api import (
+    AnalyticsEndpoint,
+    EventInvalid,
+    Field,
+    Shape,
+    day,
+    hookimpl,
+    text_field,
+    upsert_sum,
+)
 
 MAX_PATH = 1024
+PROPERTIES = {"path": Field("str", nullable=True, min_length=1, max_length=MAX_PATH, pattern=r"/[\s\S]*", strip=False,
+                       message="must start with '/'", description="this or url is required"),
+              "url": text_field(max_len=2048, description="an absolute http(s) URL"),
+              "title": text_field(max_len=2048), "referrer": text_field(max_len=2048), "name": text_field(max_len=2048)}
+PROPERTIES = Shape(PROPERTIES, closed=False, null_is_absent=True, any_of=("path", "url"))
 
 
 def page_properties(props):
-    path = text(props, "path", max_len=MAX_PATH)
-    url = text(props, "url", max_len=2048)
+    """After PROPERTIES: a path or a URL, and the path as it is counted."""
+    path, url = props.get("path"), props.get("url")
     if url is not None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -20,8 +34,6 @@ def page_properties(props):
         raise EventInvalid("properties.path", "a page view needs properties.path or properties.url")
     if not path.startswith("/"):
         raise EventInvalid("properties.path", "properties.path must start with '/'")
-    for field in ("title", "referrer", "name"):
-        text(props, field, max_len=2048)
     return {**props, "path": path.split("?", 1)[0].split("#", 1)[0] or "/"}
 
 
@@ -32,6 +44,7 @@ async def count_page_views(tx, events):
 
 @hookimpl
 def register_analytics_endpoints():
-    return AnalyticsEndpoint("page-view", page_properties, event="page_view", rollup=count_page_views,
+    return AnalyticsEndpoint("page-view", page_properties, event="page_view", properties=PROPERTIES,
+                             rollup=count_page_views,
                              aggregate="pages",
                              description="A page was shown: properties.path or properties.url.")

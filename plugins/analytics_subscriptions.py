@@ -1,7 +1,6 @@
 """Analytics endpoint `subscription-event` (servers only), revenue per day and tier, and the
 revenue and subscription events the billing pipeline's hooks record in their own transaction."""
 
-import re
 import uuid
 
 from vibe.api import (
@@ -9,11 +8,11 @@ from vibe.api import (
     TIERS,
     AnalyticsEndpoint,
     Event,
-    EventInvalid,
-    choice,
+    Field,
+    choice_field,
     day,
     hookimpl,
-    number,
+    number_field,
     store_events,
     subscription_tier,
     upsert_sum,
@@ -23,14 +22,16 @@ ACTIONS = ("subscribed", "upgraded", "downgraded", "renewed", "canceled", "react
 REVENUE = "payment"  # the action that is money received; the others describe the lifecycle
 
 
+PROPERTIES = {
+    "action": choice_field(ACTIONS, required=True), "tier": choice_field(TIERS, required=True),
+    "amount": number_field(required=True, minimum=0, integer=True, description="in the smallest currency unit"),
+    "currency": Field("str", required=True, pattern="[A-Za-z]{3}", strip=False,
+                      message="must be a three-letter ISO 4217 code"),
+}
+
+
 def subscription_properties(props):
-    choice(props, "action", ACTIONS, required=True)
-    choice(props, "tier", TIERS, required=True)
-    number(props, "amount", required=True, minimum=0, integer=True)
-    currency = props.get("currency")
-    if not isinstance(currency, str) or not re.fullmatch(r"[A-Za-z]{3}", currency):
-        raise EventInvalid("properties.currency", "properties.currency must be a three-letter ISO 4217 code")
-    return {**props, "currency": currency.lower()}
+    return {**props, "currency": props["currency"].lower()}
 
 
 async def sum_revenue(tx, events):
@@ -46,6 +47,7 @@ async def sum_revenue(tx, events):
 
 ENDPOINT = AnalyticsEndpoint(
     "subscription-event", subscription_properties, event="subscription_event", senders=frozenset({"server"}),
+    properties=PROPERTIES,
     rollup=sum_revenue, aggregate="revenue",
     description="A subscription action, tier, amount (smallest unit) and currency.",
 )
@@ -57,9 +59,9 @@ def register_analytics_endpoints():
 
 
 def action_of(change):
-    old, new = change.get("old_tier") or "free", change.get("tier") or "free"
+    old, new = change.old_tier or "free", change.tier or "free"
     if old == new:
-        return "reactivated" if change.get("old_status") in ("canceled", None) and new != "free" else "updated"
+        return "reactivated" if change.old_status in ("canceled", None) and new != "free" else "updated"
     if old == "free":
         return "subscribed"
     if new == "free":
@@ -84,27 +86,27 @@ async def record(ctx, message_id, user_id, ts, properties, anonymous_id=None):
 @hookimpl
 async def subscription_changed(ctx, user_id, change):
     when = float(getattr(ctx, "created", ctx.now))  # the Stripe event's time when a Stripe event caused it
-    cause = change.get("event_id") or uuid.uuid4().hex  # an admin's change has no Stripe event
-    await record(ctx, f"subscription:{cause}:{change.get('subscription_id')}", user_id, when, {
-        "action": action_of(change), "tier": change.get("tier") or "free", "old_tier": change.get("old_tier"),
-        "status": change.get("status"), "old_status": change.get("old_status"),
-        "amount": int(change.get("amount") or 0), "currency": (change.get("currency") or "").lower(),
-        "subscription_id": change.get("subscription_id"),
+    cause = change.event_id or uuid.uuid4().hex  # an admin's change has no Stripe event
+    await record(ctx, f"subscription:{cause}:{change.subscription_id}", user_id, when, {
+        "action": action_of(change), "tier": change.tier or "free", "old_tier": change.old_tier,
+        "status": change.status, "old_status": change.old_status,
+        "amount": int(change.amount or 0), "currency": (change.currency or "").lower(),
+        "subscription_id": change.subscription_id,
     })
 
 
 @hookimpl
 async def payment_succeeded(ctx, payment):
     tier = None
-    payer = await ctx.profile(payment["user_id"]) if payment.get("user_id") else None
-    if payer and payer["stripe_subscription_id"] == payment.get("subscription_id") \
+    payer = await ctx.profile(payment.user_id) if payment.user_id else None
+    if payer and payer["stripe_subscription_id"] == payment.subscription_id \
             and payer["subscription_status"] in GRANTING:
         tier = payer["tier"]  # the payer is on this subscription's paid tier
-    elif payment.get("subscription_id"):
-        tier = await subscription_tier(ctx.tx, payment["subscription_id"])
+    elif payment.subscription_id:
+        tier = await subscription_tier(ctx.tx, payment.subscription_id)
     if tier is None and payer:
         tier = payer["tier"]
-    await record(ctx, f"payment:{payment['id']}", payment.get("user_id"), float(payment["created"]), {
-        "action": REVENUE, "tier": tier or "free", "amount": int(payment["amount"]),
-        "currency": payment["currency"], "kind": payment.get("kind"), "payment_id": payment["id"],
-    }, anonymous_id=payment.get("customer_id"))
+    await record(ctx, f"payment:{payment.id}", payment.user_id, float(payment.created), {
+        "action": REVENUE, "tier": tier or "free", "amount": int(payment.amount),
+        "currency": payment.currency, "kind": payment.kind, "payment_id": payment.id,
+    }, anonymous_id=payment.customer_id)

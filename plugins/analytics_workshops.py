@@ -1,14 +1,18 @@
 """Analytics endpoint `workshop-completion`: a workshop id (score and duration optional), counted
 per workshop per day with score and duration sums for averages."""
 
-from vibe.api import AnalyticsEndpoint, day, hookimpl, number, text, upsert_sum
+from vibe.api import (
+    AnalyticsEndpoint,
+    day,
+    hookimpl,
+    number_field,
+    text_field,
+    upsert_sum,
+)
 
-
-def completion_properties(props):
-    text(props, "workshop_id", required=True, max_len=128)
-    number(props, "score", minimum=0, maximum=100)
-    number(props, "duration", minimum=0, maximum=365 * 86400)
-    return props
+PROPERTIES = {"workshop_id": text_field(required=True, max_len=128),
+              "score": number_field(minimum=0, maximum=100),
+              "duration": number_field(minimum=0, maximum=365 * 86400, description="seconds")}
 
 
 async def count_completions(tx, events):
@@ -25,7 +29,7 @@ async def count_completions(tx, events):
 
 @hookimpl
 def register_analytics_endpoints():
-    return AnalyticsEndpoint("workshop-completion", completion_properties, event="workshop_completed",
+    return AnalyticsEndpoint("workshop-completion", properties=PROPERTIES, event="workshop_completed",
                              rollup=count_completions,
                              aggregate="workshops",
                              description="A learner completed a workshop: properties.workshop_id, score, duration.")

@@ -1,6 +1,6 @@
 """Account mail: the welcome email, queued when a profile is created."""
 
-from vibe.api import EmailTemplate, enqueue_for, hookimpl
+from vibe.api import EmailTemplate, Field, enqueue_for, hookimpl
 
 
 @hookimpl
@@ -8,7 +8,8 @@ def register_email_templates():
     return [
         EmailTemplate(
             name="welcome", category="transactional", description="Sent once when an account is created.",
-            optional={"start_path": str, "referral_code": str},
+            data={"start_path": Field("str", description="where the button leads"),
+                  "referral_code": Field("str", description="default: the profile's")},
             sample={"start_path": "/workshops/intro", "referral_code": "VIBE1A2B3C4D"},
             prepare=_welcome_data,
         ),
@@ -23,4 +24,4 @@ async def _welcome_data(tx, profile, data, now):
 
 @hookimpl
 async def user_created(ctx, user):
-    await enqueue_for(ctx, user["id"], "welcome", {}, f"welcome:{user['id']}")
+    await enqueue_for(ctx, user.id, "welcome", {}, f"welcome:{user.id}")

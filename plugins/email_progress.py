@@ -2,29 +2,31 @@
 
 import datetime
 
-from vibe.api import EmailTemplate, enqueue_for, hookimpl, recent_progress
+from vibe.api import EmailTemplate, Field, enqueue_for, hookimpl, recent_progress
 
 
 @hookimpl
 def register_email_templates():
     return [
         EmailTemplate(
-            name="workshop_completion", category="engagement", required={"workshop_id": (str, int)},
-            optional={"workshop_title": str, "next_workshop_title": str},
+            name="workshop_completion", category="engagement",
+            data={"workshop_id": Field("str|int", required=True), "workshop_title": Field("str"),
+                  "next_workshop_title": Field("str")},
             description="A learner completed a workshop.",
             sample={"workshop_id": "prompting-101", "workshop_title": "Prompting 101",
                     "next_workshop_title": "Agents in practice"},
         ),
         EmailTemplate(
-            name="achievement", category="engagement", required={"achievement": dict},
+            name="achievement", category="engagement",
+            data={"achievement": Field("object", required=True, description="key, name, description?")},
             description="A learner unlocked an achievement (`achievement`: key, name, description?).",
             sample={"achievement": {"key": "first_workshop", "name": "First steps",
                                     "description": "You completed your first workshop."}},
         ),
         EmailTemplate(
             name="weekly_progress", category="engagement",
-            optional={"week": str, "workshops_completed": int, "items_completed": int, "achievements_unlocked": int,
-                      "highlights": list},
+            data={"week": Field("str"), "workshops_completed": Field("int"), "items_completed": Field("int"),
+                  "achievements_unlocked": Field("int"), "highlights": Field("list")},
             description="Once per ISO week to each active learner; computed when no data is given.",
             sample={"week": "2026-W48", "workshops_completed": 2, "achievements_unlocked": 1,
                     "highlights": ["Prompting 101", "First steps"]},
@@ -49,7 +51,7 @@ async def weekly_report(tx, profile, data, now):
 @hookimpl
 async def workshop_completed(ctx, user_id, workshop_id, item):
     data = {"workshop_id": workshop_id}
-    title = (item or {}).get("title") if isinstance(item, dict) else None
+    title = getattr(item, "title", None)  # a CompletedItem; its title when the announcer knew it
     if title:
         data["workshop_title"] = str(title)
     await enqueue_for(ctx, user_id, "workshop_completion", data, f"workshop_completion:{user_id}:{workshop_id}")
@@ -57,5 +59,6 @@ async def workshop_completed(ctx, user_id, workshop_id, item):
 
 @hookimpl
 async def achievement_unlocked(ctx, user_id, achievement):
-    data = {"achievement": {k: achievement[k] for k in ("key", "name", "description") if achievement.get(k)}}
-    await enqueue_for(ctx, user_id, "achievement", data, f"achievement:{user_id}:{achievement['key']}")
+    fields = {"key": achievement.key, "name": achievement.name, "description": achievement.description}
+    data = {"achievement": {k: v for k, v in fields.items() if v}}
+    await enqueue_for(ctx, user_id, "achievement", data, f"achievement:{user_id}:{achievement.key}")

@@ -1,6 +1,7 @@
 """invoice.payment_succeeded / invoice.payment_failed: record the money or the failure."""
 
 from vibe.api import (
+    SubscriptionChange,
     hookimpl,
     invoice_payment_intent,
     invoice_subscription,
@@ -66,13 +67,13 @@ async def _mark_past_due(ctx, profile, subscription_id):
         "active", "trialing"
     ):
         await update_profile(ctx, user_id, {"subscription_status": "past_due"})
-        await ctx.announce("subscription_changed", user_id=user_id, change={
-            "subscription_id": subscription_id, "old_tier": profile["tier"], "tier": profile["tier"],
-            "status": "past_due", "old_status": profile["subscription_status"],
-            "current_period_end": profile["current_period_end"],
-            "cancel_at_period_end": bool(profile["cancel_at_period_end"]), "source": "stripe",
-            "event_id": ctx.event_id,
-        })
+        await ctx.announce("subscription_changed", user_id=user_id, change=SubscriptionChange(
+            subscription_id=subscription_id, old_tier=profile["tier"], tier=profile["tier"],
+            status="past_due", old_status=profile["subscription_status"],
+            current_period_end=profile["current_period_end"],
+            cancel_at_period_end=bool(profile["cancel_at_period_end"]), source="stripe",
+            event_id=ctx.event_id,
+        ))
 
 
 @hookimpl

@@ -1,6 +1,7 @@
 """payment_intent.succeeded and charge.dispute.created."""
 
 from vibe.api import (
+    Dispute,
     hookimpl,
     object_id,
     record_dispute,
@@ -40,10 +41,11 @@ async def dispute_created(ctx):
     if await record_dispute(ctx, dispute, user_id, charge_id, pi):
         if user_id:
             await update_profile(ctx, user_id, {"needs_review": True})
-        await ctx.announce("dispute_created", dispute={
-            "id": dispute["id"], "user_id": user_id, "amount": dispute.get("amount"),
-            "currency": dispute.get("currency"), "reason": dispute.get("reason"), "charge_id": charge_id,
-        })
+        await ctx.announce("dispute_created", dispute=Dispute(
+            id=dispute["id"], user_id=user_id, amount=dispute.get("amount"),
+            currency=dispute.get("currency"), reason=dispute.get("reason"), charge_id=charge_id,
+            payment_intent_id=pi, status=dispute.get("status"),
+        ))
     return f"dispute recorded for user {user_id}" if user_id else "dispute recorded; no user matched the charge"
 
 

@@ -3,6 +3,7 @@
 from vibe.api import (
     GRANTING,
     EventStale,
+    SubscriptionChange,
     claim_version,
     hookimpl,
     object_id,
@@ -45,12 +46,12 @@ async def subscription_event(ctx):
     changed = {k: v for k, v in fields.items() if profile[k] != v and not (k == "cancel_at_period_end" and bool(profile[k]) == v)}
     if changed:
         await update_profile(ctx, user_id, changed)
-        await ctx.announce("subscription_changed", user_id=user_id, change={
-            "subscription_id": sub["id"], "old_tier": profile["tier"], "tier": tier, "status": status,
-            "old_status": profile["subscription_status"], "current_period_end": ends,
-            "cancel_at_period_end": cancel, "amount": amount, "currency": currency,
-            "source": "stripe", "event_id": ctx.event_id,
-        })
+        await ctx.announce("subscription_changed", user_id=user_id, change=SubscriptionChange(
+            subscription_id=sub["id"], old_tier=profile["tier"], tier=tier, status=status,
+            old_status=profile["subscription_status"], current_period_end=ends,
+            cancel_at_period_end=cancel, amount=amount, currency=currency,
+            source="stripe", event_id=ctx.event_id,
+        ))
     return f"user {user_id}: {tier} ({status})"
 
 

@@ -83,7 +83,7 @@ class Recorder:
 
     @hookimpl
     async def subscription_changed(self, ctx, user_id, change):
-        self.changes.append((user_id, change["old_tier"], change["tier"], change["status"]))
+        self.changes.append((user_id, change.old_tier, change.tier, change.status))
         await ctx.tx.execute("UPDATE profiles SET display_name = %s WHERE id = %s", ("seen", user_id))
         if self.fail:
             raise RuntimeError("the analytics store is full")

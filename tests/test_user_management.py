@@ -1,11 +1,13 @@
 """POST /functions/v1/user-management: every action through HTTP, with real tokens and SQL."""
 
+import dataclasses
 import time
 import uuid
 
 import pytest
 import tokens
 
+from vibe.api import Achievement, CompletedItem, SubscriptionChange, UserRecord
 from vibe.plugins.hookspecs import hookimpl
 
 PATH = "/functions/v1/user-management"
@@ -26,24 +28,27 @@ class Recorder:
 
     @hookimpl
     def user_created(self, user):
-        self.calls.append(("user_created", user["id"]))
+        assert isinstance(user, UserRecord)
+        self.calls.append(("user_created", user.id))
 
     @hookimpl
     def subscription_changed(self, user_id, change):
         documented = {"subscription_id", "old_tier", "tier", "old_status", "status", "current_period_end",
                       "cancel_at_period_end", "amount", "currency", "source", "event_id"}
-        assert documented <= set(change) and change["source"] == "admin"
-        self.calls.append(("subscription_changed", user_id, change["tier"], change.get("reason")))
+        assert isinstance(change, SubscriptionChange)
+        assert documented <= {f.name for f in dataclasses.fields(change)} and change.source == "admin"
+        self.calls.append(("subscription_changed", user_id, change.tier, change.reason))
 
     @hookimpl
     def workshop_completed(self, user_id, workshop_id, item):
-        assert item["status"] == "completed" and item["resource_id"] == workshop_id
+        assert isinstance(item, CompletedItem)
+        assert item.status == "completed" and item.resource_id == workshop_id
         self.calls.append(("workshop_completed", user_id, workshop_id))
 
     @hookimpl
     def achievement_unlocked(self, user_id, achievement):
-        assert achievement["key"] and achievement["name"]
-        self.calls.append(("achievement_unlocked", user_id, achievement["key"]))
+        assert isinstance(achievement, Achievement) and achievement.key and achievement.name
+        self.calls.append(("achievement_unlocked", user_id, achievement.key))
 
     def named(self, name):
         return [c for c in self.calls if c[0] == name]

@@ -14,7 +14,15 @@ from vibe.analytics.model import (
                                 number,
                                 text,
 )
+from vibe.analytics.schemas import choice_field, name_field, number_field, text_field
 from vibe.analytics.store import day, store_events, upsert_sum
+from vibe.billing.domain import (
+                                Commission,
+                                Dispute,
+                                Payment,
+                                SubscriptionChange,
+                                UserRecord,
+)
 from vibe.billing.outcomes import EventIgnored, EventStale
 from vibe.billing.payments import (
                                 record_commission,
@@ -48,11 +56,17 @@ from vibe.email.queue import enqueue_for
 from vibe.email.templates import EmailTemplate
 from vibe.plugins.context import DomainContext, StripeEventContext
 from vibe.plugins.hookspecs import hookimpl
+from vibe.users.domain import Achievement, CompletedItem
 from vibe.users.progress import recent_progress
+from vibe.web.validation import Field, Shape
 
 __all__ = [
     # hooks
-    "hookimpl", "DomainContext", "StripeEventContext",
+    "hookimpl",
+    # schemas: what a body, an endpoint's properties or a template's data may hold (checked and documented)
+    "Field", "Shape", "DomainContext", "StripeEventContext",
+    # what the domain hooks carry (docs/plugins.md, "Hook reference")
+    "UserRecord", "SubscriptionChange", "Payment", "Dispute", "Commission", "CompletedItem", "Achievement",
     # Stripe: how an event ended, the billing state, money
     "EventIgnored", "EventStale",
     "GRANTING", "TIERS", "claim_version", "superseded", "ensure_profile", "get_profile", "link_customer",
@@ -66,5 +80,6 @@ __all__ = [
     "EmailTemplate", "enqueue_for",
     # analytics
     "AnalyticsEndpoint", "Event", "EventInvalid", "check_name", "choice", "number", "text",
+    "text_field", "number_field", "choice_field", "name_field",
     "day", "store_events", "upsert_sum",
 ]

@@ -5,20 +5,20 @@ then send `{"properties": {"lesson_id": "intro-1", "rating": 5, "comment": "clea
 token (or the write key and a user_id). The rating must be a whole number from 1 to 5.
 """
 
-from vibe.api import AnalyticsEndpoint, hookimpl, number, text
+from vibe.api import AnalyticsEndpoint, hookimpl, number_field, text_field
 
-
-def feedback_properties(props):
-    text(props, "lesson_id", required=True, max_len=128)
-    number(props, "rating", required=True, minimum=1, maximum=5, integer=True)
-    text(props, "comment", max_len=2000)
-    return props
+# Checked before the event is stored, and shown in /openapi.json.
+PROPERTIES = {
+    "lesson_id": text_field(required=True, max_len=128),
+    "rating": number_field(required=True, minimum=1, maximum=5, integer=True),
+    "comment": text_field(max_len=2000),
+}
 
 
 @hookimpl
 def register_analytics_endpoints(settings):
     return AnalyticsEndpoint(
-        "lesson-feedback", feedback_properties, event="lesson_feedback",
+        "lesson-feedback", properties=PROPERTIES, event="lesson_feedback",
         senders=frozenset({"user", "server"}),  # signed-in learners and servers; not anonymous browsers
         description="A learner rated a lesson: properties.lesson_id, rating (1-5), comment.",
     )

@@ -10,7 +10,7 @@ live in `templates/` beside this module and extend the service's shared layout.
 
 from pathlib import Path
 
-from vibe.api import EmailTemplate, hookimpl
+from vibe.api import EmailTemplate, Field, hookimpl
 
 
 @hookimpl
@@ -18,8 +18,9 @@ def register_email_templates(settings):
     return [
         EmailTemplate(
             name="course_reminder", category="engagement",
-            required={"session_title": str, "starts_at": (int, float)},
-            optional={"join_url": str},
+            data={"session_title": Field("str", required=True, max_length=200),
+                  "starts_at": Field("number", required=True, description="Unix seconds"),
+                  "join_url": Field("str", pattern="https://.+", strip=False)},
             description="A live session the learner booked starts soon.",
             sample={"session_title": "Live build: a SaaS in an afternoon", "starts_at": 1764777600,
                     "join_url": "https://meet.example.com/vibe-live"},

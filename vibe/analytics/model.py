@@ -20,16 +20,21 @@ import re
 import uuid
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
+from vibe.analytics.schemas import ENVELOPE as ENVELOPE_SHAPE
+from vibe.analytics.schemas import MAX_BATCH as MAX_BATCH  # re-exported: the names' old home
+from vibe.analytics.schemas import EventInvalid as EventInvalid
+from vibe.analytics.schemas import check_id as check_id
+from vibe.analytics.schemas import check_name as check_name
+from vibe.analytics.schemas import check_properties
+from vibe.analytics.schemas import choice as choice
+from vibe.analytics.schemas import number as number
+from vibe.analytics.schemas import text as text
 from vibe.db.database import Transaction
-from vibe.web.validation import UNSTORABLE
+from vibe.web.validation import Field, Shape
 
 MAX_EVENT_BYTES = 32 * 1024
-MAX_BATCH = 100
 SENDERS = frozenset({"user", "anonymous", "server"})
-ENVELOPE = frozenset({"event", "message_id", "timestamp", "sent_at", "user_id", "anonymous_id", "session_id",
-                      "properties", "context"})
-_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII without spaces
-_NAME = re.compile(r"^(?!\s)[^\x00-\x1f\x7f\ud800-\udfff]{1,100}(?<!\s)$")  # no control characters, no lone surrogates
+ENVELOPE = frozenset(ENVELOPE_SHAPE.fields)
 # Known crawlers, link unfurlers, monitors, automation and headless browsers, and HTTP libraries.
 _BOT = re.compile(
     r"bot\b|bot/|crawl|spider|slurp|mediapartners|facebookexternalhit|embedly|bingpreview|"
@@ -38,15 +43,6 @@ _BOT = re.compile(
     r"aiohttp|go-http-client|okhttp|java/|libwww-perl|httpclient|axios/|node-fetch|^$",
     re.IGNORECASE,
 )
-
-
-class EventInvalid(ValueError):
-    """One event is not acceptable: `field` names what is wrong."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 Validate = Callable[[dict[str, Any]], dict[str, Any]]
@@ -58,7 +54,7 @@ class AnalyticsEndpoint:
     """`POST /functions/v1/analytics-tracking/{name}`, as a plugin registers it."""
 
     name: str
-    validate: Validate
+    validate: Validate | None = None  # beyond `properties`: cross-field checks, normalising
     event: str | None = None  # the event name recorded; None: the body's `event` field names it
     senders: frozenset[str] = SENDERS  # who may send: user, anonymous, server (write key / service)
     rollup: Rollup | None = None
@@ -66,8 +62,19 @@ class AnalyticsEndpoint:
     # `rollup` keeps: the aggregate is available only while a loaded plugin declares it
     aggregate: str | None = None
     description: str = ""
+    # the properties' shape: checked before `validate` runs, and shown by /openapi.json. A dict of
+    # Fields is an open shape (other properties are kept) where a null counts as not given.
+    properties: Shape | Mapping[str, Field] | None = None
+
+    def check(self, properties: dict[str, Any]) -> dict[str, Any]:
+        """The event's properties as this endpoint records them; EventInvalid when refused."""
+        if self.properties is not None:
+            check_properties(self.properties, properties)
+        return self.validate(properties) if self.validate is not None else properties
 
     def __post_init__(self):
+        if self.properties is not None and not isinstance(self.properties, Shape):
+            object.__setattr__(self, "properties", Shape(dict(self.properties), closed=False, null_is_absent=True))
         if not re.fullmatch(r"[a-z][a-z0-9-]{0,39}", self.name):
             raise ValueError(f"analytics endpoint name {self.name!r}: lower-case letters, digits and '-'")
         if self.aggregate is not None and self.rollup is None:
@@ -129,25 +136,6 @@ def parse_time(value: Any, field: str) -> float:
     return seconds
 
 
-def check_id(value: Any, field: str, *, required: bool = False) -> str | None:
-    if value is None:
-        if required:
-            raise EventInvalid(field, f"{field} is required")
-        return None
-    if not isinstance(value, str) or not _ID.match(value):
-        raise EventInvalid(field, f"{field} must be 1 to 128 printable characters without spaces")
-    return value
-
-
-def check_name(value: Any, field: str = "event") -> str:
-    """An event name: 1 to 100 characters, no control characters, no outer spaces; not `*`
-    (the rollups' name for all events)."""
-    if not isinstance(value, str) or not _NAME.match(value) or value == "*":
-        raise EventInvalid(field, f"{field} must be 1 to 100 characters without control characters or "
-                                  "surrounding spaces, and not '*'")
-    return value
-
-
 def is_bot(user_agent: str | None) -> bool:
     return user_agent is not None and bool(_BOT.search(user_agent.strip()))
 
@@ -193,7 +181,7 @@ def parse_event(raw: Any, endpoint: AnalyticsEndpoint, sender: Sender, received_
         if raw.get(field) is not None and not isinstance(raw[field], dict):
             raise EventInvalid(field, f"{field} must be a JSON object")
     context = dict(raw.get("context") or {})
-    properties = endpoint.validate(dict(raw.get("properties") or {}))
+    properties = endpoint.check(dict(raw.get("properties") or {}))
     sent_at = parse_time(raw["sent_at"], "sent_at") if raw.get("sent_at") is not None else batch_sent_at
     ts = parse_time(raw["timestamp"], "timestamp") if raw.get("timestamp") is not None else None
     if sender.kind == "server":
@@ -243,48 +231,3 @@ def stored_event(row: Mapping[str, Any]) -> dict[str, Any]:
         "properties": json.loads(row["properties"]), "context": json.loads(row["context"]),
         "is_bot": bool(row["is_bot"]),
     }
-
-
-# -- field checks for endpoint schemas (plugins use these in their `validate`) ----------------
-
-
-def text(props: Mapping[str, Any], field: str, *, required: bool = False, max_len: int = 200) -> str | None:
-    """`properties[field]`: a non-empty string of at most `max_len` characters."""
-    value = props.get(field)
-    if value is None:
-        if required:
-            raise EventInvalid(f"properties.{field}", f"properties.{field} is required")
-        return None
-    if not isinstance(value, str) or not value.strip() or len(value) > max_len:
-        raise EventInvalid(f"properties.{field}", f"properties.{field} must be a non-empty string of at most "
-                                                  f"{max_len} characters")
-    if UNSTORABLE.search(value):  # it becomes a rollup key: a text column
-        raise EventInvalid(f"properties.{field}", f"properties.{field} may not contain NUL characters or "
-                                                  "unpaired UTF-16 surrogates")
-    return value
-
-
-def number(props: Mapping[str, Any], field: str, *, required: bool = False, minimum: float | None = None,
-           maximum: float | None = None, integer: bool = False) -> float | int | None:
-    """`properties[field]`: a finite number (a whole one with `integer`) within the bounds."""
-    value = props.get(field)
-    if value is None:
-        if required:
-            raise EventInvalid(f"properties.{field}", f"properties.{field} is required")
-        return None
-    kind = "a whole number" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or (integer and not float(value).is_integer()):
-        raise EventInvalid(f"properties.{field}", f"properties.{field} must be {kind}")
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise EventInvalid(f"properties.{field}", f"properties.{field} must be {kind} from {minimum} to {maximum}")
-    return int(value) if integer else value
-
-
-def choice(props: Mapping[str, Any], field: str, choices: Sequence[str], *, required: bool = False) -> str | None:
-    value = props.get(field)
-    if value is None and not required:
-        return None
-    if value not in choices:
-        raise EventInvalid(f"properties.{field}", f"properties.{field} must be one of {', '.join(choices)}")
-    return value

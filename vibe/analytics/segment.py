@@ -25,10 +25,25 @@ from vibe.analytics.ingest import ingest, parse_json, read_body, write_key_match
 from vibe.analytics.keys import ANALYTICS
 from vibe.analytics.model import EventInvalid, Sender, parse_time
 from vibe.keys import SETTINGS
+from vibe.analytics.schemas import TIME
 from vibe.web.errors import ApiError
+from vibe.web.validation import Field, Shape, problems_of
 
 TYPES = ("track", "page", "identify", "screen", "group", "alias")
 MAX_MESSAGES = 2500
+_TEXT, _OBJECT = Field("str", nullable=True), Field("object", nullable=True)
+# What the door reads of a message; SDKs send more (integrations, _metadata, ...), which is kept out.
+MESSAGE = Shape({
+    "type": Field("str", choices=TYPES, description="in a batch; the path names it for a single call"),
+    "messageId": _TEXT, "userId": _TEXT, "anonymousId": _TEXT, "event": _TEXT, "name": _TEXT,
+    "properties": _OBJECT, "traits": _OBJECT, "context": _OBJECT, "groupId": _TEXT, "previousUserId": _TEXT,
+    "timestamp": TIME, "originalTimestamp": TIME, "sentAt": TIME,
+}, closed=False, description="a message the door cannot map is listed under `rejected` (the request is still 200)")
+BATCH = Shape({
+    "batch": Field("list", required=True, max_length=MAX_MESSAGES, items=MESSAGE, check_items=False),
+    "sentAt": TIME, "writeKey": Field("str", nullable=True, description="or as the Basic-auth user name"),
+    "context": _OBJECT,
+}, closed=False)
 
 
 def basic_user(header: str | None) -> str | None:
@@ -83,7 +98,7 @@ async def batch(request: web.Request) -> web.Response:
         messages = [{**body, "type": single}]
     else:
         messages = body.get("batch")
-        if not isinstance(messages, list) or len(messages) > MAX_MESSAGES:
+        if problems_of(messages, BATCH.fields["batch"], "batch"):
             raise ApiError(400, "invalid_batch", f"'batch' must be a list of at most {MAX_MESSAGES} messages.")
     key = basic_user(request.headers.get("Authorization")) or body.get("writeKey")
     if not isinstance(key, str) or not write_key_matches(request.app[SETTINGS], key):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vibe.billing.domain import Commission, Payment
 from vibe.plugins.context import StripeEventContext
 
 PAYMENT_COLUMNS = (
@@ -33,8 +34,9 @@ async def record_payment(ctx: StripeEventContext, *, dedupe_key: str, status: st
                          amount: int, currency: str, **ids: Any) -> tuple[dict[str, Any], bool]:
     """Insert the payment unless its key exists (then fill in what was missing).
 
-    Returns the row and whether it is new; a new row is announced with `payment_succeeded` or
-    `payment_failed` (other statuses, such as a plugin's `refunded`, are announced by no one).
+    Returns the row (a dict) and whether it is new; a new row is announced with
+    `payment_succeeded` or `payment_failed`, as a `vibe.billing.domain.Payment` (other statuses,
+    such as a plugin's `refunded`, are announced by no one).
     """
     values = {name: None for name in PAYMENT_COLUMNS}
     values.update(ids)
@@ -57,7 +59,7 @@ async def record_payment(ctx: StripeEventContext, *, dedupe_key: str, status: st
         )
     hook = {"succeeded": "payment_succeeded", "failed": "payment_failed"}.get(status)
     if inserted and hook:
-        await ctx.announce(hook, payment=row)
+        await ctx.announce(hook, payment=Payment.from_row(row))
     return row, bool(inserted)
 
 
@@ -93,16 +95,20 @@ async def record_dispute(ctx: StripeEventContext, dispute: dict, user_id: str | 
     return True
 
 
-async def record_commission(ctx: StripeEventContext, payment: dict, referrer_id: str, rate: float) -> dict | None:
+async def record_commission(ctx: StripeEventContext, payment: Payment | dict, referrer_id: str,
+                            rate: float) -> Commission | None:
     """The referrer's share of a payment (rounded down to the smallest currency unit), once per
-    payment: the commission as stored, or None when this payment already had one."""
-    amount = int(payment["amount"] * rate)
+    payment: the commission as stored, or None when this payment already had one. `payment` is
+    the `payment_succeeded` hook's `Payment` (or a payments row, as `record_payment` returns)."""
+    if not isinstance(payment, Payment):
+        payment = Payment.from_row(payment)
+    amount = int(payment.amount * rate)
     rows = await ctx.tx.fetchall(
         "INSERT INTO commissions (payment_id, referrer_id, referred_user_id, amount, currency, rate, created_at) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (payment_id) DO NOTHING RETURNING id",
-        (payment["id"], referrer_id, payment["user_id"], amount, payment["currency"], rate, ctx.now),
+        (payment.id, referrer_id, payment.user_id, amount, payment.currency, rate, ctx.now),
     )
     if not rows:
         return None
-    return {"id": rows[0]["id"], "referrer_id": referrer_id, "referred_user_id": payment["user_id"],
-            "payment_id": payment["id"], "amount": amount, "currency": payment["currency"], "rate": rate}
+    return Commission(id=rows[0]["id"], referrer_id=referrer_id, referred_user_id=payment.user_id,
+                      payment_id=payment.id, amount=amount, currency=payment.currency, rate=rate)

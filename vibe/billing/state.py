@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from vibe.billing.domain import UserRecord
 from vibe.billing.outcomes import WaitForCustomer
 from vibe.config import TIERS, Settings
 from vibe.plugins.context import DomainContext, StripeEventContext
@@ -69,7 +70,8 @@ async def get_profile(tx, user_id: str) -> dict[str, Any] | None:
 
 async def ensure_profile(ctx: DomainContext, user_id: str, *, email: str | None = None,
                          full_name: str | None = None) -> dict[str, Any]:
-    """The user's profile, created (and announced with `user_created`) if it does not exist."""
+    """The user's profile, created (and announced with `user_created`, as a `UserRecord`) if it
+    does not exist."""
     insert = ("INSERT INTO profiles (id, email, full_name, referral_code, created_at, updated_at) "
               "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING *")
     values = (user_id, email.lower() if email else None, full_name, new_referral_code(), ctx.now, ctx.now)
@@ -88,7 +90,7 @@ async def ensure_profile(ctx: DomainContext, user_id: str, *, email: str | None 
             profile, created = (rows[0], True) if rows else (None, False)
     if created:
         ctx.profiles[user_id] = profile
-        await ctx.announce("user_created", user=profile)
+        await ctx.announce("user_created", user=UserRecord.from_row(profile))
         return profile
     if profile is None:
         profile = await get_profile(ctx.tx, user_id)  # created concurrently, committed since

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 import uuid
 from typing import Any, Sequence
@@ -34,10 +33,10 @@ from vibe.email.queue import (
 from vibe.keys import DB, SETTINGS
 from vibe.web.auth import require
 from vibe.web.errors import ApiError
+from vibe.web.validation import Field, Problems, Shape
 
 BASE = "/functions/v1/email-notifications"
 MAX_BODY = 64 * 1024
-_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 # Resend webhook type -> the status it moves a message to (None: history only).
 DELIVERY = {"email.sent": "sent", "email.delivered": "delivered", "email.bounced": "bounced",
             "email.complained": "complained", "email.delivery_delayed": None, "email.opened": None,
@@ -86,25 +85,38 @@ async def _json_object(request: web.Request) -> dict:
     return body
 
 
+QUEUE = Shape({
+    "user_id": Field("str", required=True, min_length=1, max_length=128, strip=False, test=str.isprintable,
+                     pattern=r"[^\x00-\x1f\x7f-\x9f]*",  # what a schema can say of "printable"
+                     message="must be printable characters", description="the recipient, or 'admin'"),
+    "type": Field("str", required=True, min_length=1, strip=False, description="the email template's name"),
+    "data": Field("object", nullable=True, description="what the template takes"),
+    "idempotency_key": Field("str", nullable=True, pattern=r"[\x21-\x7e]{1,200}", strip=False,
+                             description="1 to 200 printable ASCII characters without spaces"),
+})
+
+
 def parse_queue_request(body: dict) -> QueueRequest:
-    problems = []
-    user_id, kind, data, key = body.get("user_id"), body.get("type"), body.get("data", {}), body.get("idempotency_key")
-    if not isinstance(user_id, str) or not 0 < len(user_id) <= 128 or not user_id.isprintable():
-        problems.append("user_id: required, a string of 1 to 128 printable characters")
-    if not isinstance(kind, str) or not kind:
-        problems.append("type: required, the name of an email template")
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        problems.append("data: expected a JSON object")
-    if key is not None and (not isinstance(key, str) or not _KEY.match(key)):
-        problems.append("idempotency_key: expected 1 to 200 printable ASCII characters without spaces")
-    unknown = sorted(set(body) - {"user_id", "type", "data", "idempotency_key"})
-    if unknown:
-        problems.append(f"unknown fields: {', '.join(unknown)}")
-    if problems:
-        raise ApiError(400, "invalid_request", "The request body is not valid.", details=problems)
-    return QueueRequest(user_id, kind, data, f"api:{key}" if key else f"api:{uuid.uuid4()}")
+    problems = Problems()
+    clean = QUEUE.collect(body, problems, where="")
+    if problems.found:
+        details = [f"{p.field}: {p.message}" for p in problems.found]
+        raise ApiError(400, "invalid_request", "The request body is not valid.", details=details)
+    key = clean.get("idempotency_key")
+    return QueueRequest(clean["user_id"], clean["type"], clean.get("data") or {},
+                        f"api:{key}" if key else f"api:{uuid.uuid4()}")
+
+
+def body_schema(templates) -> dict:
+    """The queue request for each template (`type` names it), for /openapi.json."""
+    bodies = []
+    for name, template in sorted(templates.items()):
+        schema = QUEUE.schema()
+        schema["properties"].update(type={"const": name}, data=template.data.schema())
+        if any(f.required for f in template.data.fields.values()):
+            schema["required"].append("data")
+        bodies.append({**schema, "title": name, "description": template.description})
+    return {"oneOf": bodies} if bodies else QUEUE.schema()
 
 
 async def queue_email(request: web.Request) -> web.Response:
@@ -120,7 +132,7 @@ async def queue_email(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_email_data", f"The data does not fit the {item.type} template.", details=problems)
     try:  # the render check: a message that cannot be rendered is refused now, not dead-lettered later
         renderer.render(item.type, renderer.context(template, item.data, recipient={}, unsubscribe_url="#"))
-    except (jinja2.TemplateError, TypeError, ValueError) as exc:
+    except (jinja2.TemplateError, TypeError, ValueError, OverflowError, OSError) as exc:  # OverflowError: a date
         raise ApiError(400, "invalid_email_data", f"The {item.type} template cannot be rendered with this data.",
                        details=[f"{type(exc).__name__}: {exc}"]) from None
     result = await request.app[EMAIL_QUEUE].submit(item)

@@ -20,6 +20,7 @@ import jinja2
 from vibe.config import Settings
 from vibe.paths import TEMPLATES_DIR
 from vibe.plugins.host import PluginManager
+from vibe.web.validation import Field, Problems, Shape
 
 CATEGORIES = ("transactional", "engagement")
 EMAIL_DIR = TEMPLATES_DIR / "email"
@@ -38,7 +39,9 @@ class TemplateError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class EmailTemplate:
-    """One kind of email. `required`/`optional` map each data field to its type(s)."""
+    """One kind of email. Its data: `data`, a dict of `Field`s (or a `Shape`), or the shorthand
+    `required`/`optional`, mapping each field to its Python type(s). A null counts as not given;
+    a field the template does not name is refused."""
 
     name: str
     category: str
@@ -50,28 +53,51 @@ class EmailTemplate:
     # Looks up what is not given, at queueing time, in the queueing transaction:
     # `await prepare(tx, profile, data, now) -> data`.
     prepare: Prepare | None = None
+    data: Shape | Mapping[str, Field] | None = None
+
+    def __post_init__(self):
+        fields = dict(self.data.fields if isinstance(self.data, Shape) else self.data or {})
+        fields.update({k: _field(k, v, required=True) for k, v in self.required.items()})
+        fields.update({k: _field(k, v, required=False) for k, v in self.optional.items() if k not in fields})
+        fields = dict(sorted(fields.items(), key=lambda kv: not kv[1].required))  # the required first
+        names = ", ".join(sorted(fields)) or "none"
+        object.__setattr__(self, "data", Shape(fields, null_is_absent=True, unknown=f"not a field of {self.name} "
+                                                                                    f"(fields: {names})"))
 
     def validate(self, data: Any) -> list[str]:
         """What is wrong with `data` for this template (empty when it is acceptable)."""
         if not isinstance(data, dict):
             return ["data: expected a JSON object"]
-        problems = []
-        for key, kind in self.required.items():
-            if data.get(key) is None:
-                problems.append(f"data.{key}: required")
-        fields = {**self.optional, **self.required}
+        problems = Problems()
+        self.data.collect(data, problems, where="data")
         for key, value in data.items():
-            if key not in fields:
-                problems.append(f"data.{key}: not a field of {self.name} (fields: {', '.join(sorted(fields)) or 'none'})")
-            elif value is not None and not _is(value, fields[key]):
-                problems.append(f"data.{key}: expected {_type_name(fields[key])}")
-            elif _unsendable(value):
-                problems.append(f"data.{key}: may not contain NUL characters or unpaired UTF-16 surrogates")
-        if not problems and "currency" in data and not re.fullmatch(r"[A-Za-z]{3}", str(data["currency"])):
-            problems.append("data.currency: expected a three-letter ISO code")
-        if not problems and isinstance(data.get("amount"), int) and data["amount"] < 0:
-            problems.append("data.amount: must not be negative")
-        return problems
+            if key in self.data.fields and isinstance(value, (dict, list)) and _unsendable(value):
+                problems.add(f"data.{key}", "may not contain NUL characters or unpaired UTF-16 surrogates",
+                             "unstorable")
+        kinds = [p for p in problems.found if p.code != "value"]  # a wrong value is named once the kinds are right
+        return [f"{p.field}: {_message(p.code, p.message)}" for p in (kinds or problems.found)]
+
+
+def _message(code: str, message: str) -> str:
+    if code == "required":
+        return "required"
+    return message.replace("must be ", "expected ", 1) if code == "type" else message
+
+
+PY_KINDS = {str: "str", int: "int", float: "number", bool: "bool", dict: "object", list: "list"}
+
+
+def _field(name: str, kind: Any, *, required: bool) -> Field:
+    """The shorthand's Python type(s) as a Field (an `amount` and a `currency` are money)."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = list(dict.fromkeys("number" if k is float or (k is int and float in kinds) else PY_KINDS[k]
+                               for k in kinds))
+    if name == "currency":
+        return Field("|".join(names), required=required, pattern="[A-Za-z]{3}", strip=False,
+                     message="expected a three-letter ISO code")
+    if name == "amount" and names == ["int"]:
+        return Field("int", required=required, minimum=0, message="must not be negative")
+    return Field("|".join(names), required=required, strip=False)
 
 
 def _unsendable(value: Any) -> bool:
@@ -83,22 +109,6 @@ def _unsendable(value: Any) -> bool:
     if isinstance(value, list):
         return any(_unsendable(v) for v in value)
     return False
-
-
-def _is(value: Any, kind: Any) -> bool:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds:
-        return False
-    if float in kinds and isinstance(value, int):
-        return True
-    return isinstance(value, kinds)
-
-
-def _type_name(kind: Any) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {str: "a string", int: "a whole number", float: "a number", dict: "an object", list: "a list",
-             bool: "true or false"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
 def collect_templates(pm: PluginManager, settings: Settings) -> dict[str, EmailTemplate]:
@@ -174,7 +184,7 @@ class EmailRenderer:
 
     def context(self, template: EmailTemplate, data: Mapping[str, Any], *, recipient: Mapping[str, Any],
                 unsubscribe_url: str | None = None) -> dict[str, Any]:
-        values: dict[str, Any] = {key: None for key in template.optional}
+        values: dict[str, Any] = {key: None for key, field in template.data.fields.items() if not field.required}
         values.update(data)
         name = recipient.get("display_name") or recipient.get("full_name") or ""
         values.update(

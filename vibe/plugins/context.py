@@ -11,6 +11,7 @@ import pluggy
 
 from vibe.config import Settings
 from vibe.db.database import Transaction
+from vibe.plugins.payload import typed
 
 
 async def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> list[Any]:
@@ -46,8 +47,10 @@ class DomainContext:
     profiles: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     async def announce(self, hook: str, **kwargs: Any) -> list[Any]:
-        """Run domain hook `hook` in this transaction (e.g. `subscription_changed`)."""
-        return await call_hook(self.pm, hook, ctx=self, **kwargs)
+        """Run domain hook `hook` in this transaction (e.g. `subscription_changed`). Its payloads
+        are the types docs/plugins.md names (`vibe.api.SubscriptionChange`, ...); a dict given
+        instead is converted, with a DeprecationWarning, for one release."""
+        return await call_hook(self.pm, hook, ctx=self, **typed(hook, kwargs))
 
     async def profile(self, user_id: str) -> dict[str, Any] | None:
         """The user's profile as this unit of work last saw it (`profiles`), else read now."""

@@ -12,13 +12,14 @@ from typing import Any
 from aiohttp import web
 
 from vibe.billing import state as billing
+from vibe.billing.domain import SubscriptionChange, UserRecord
 from vibe.db.database import DatabaseUnavailable
 from vibe.keys import DB, PLUGINS, SETTINGS
 from vibe.plugins.context import DomainContext
 from vibe.users.cache_sync import evict_user
 from vibe.users.sessions import Session, load_profile, normalise
 from vibe.web.errors import ApiError
-from vibe.web.validation import Field, Problems, check, collect, invalid
+from vibe.web.validation import Field, Problems, Shape, invalid
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,13 @@ SUBSCRIPTION = {
     "current_period_end": Field("int", nullable=True, minimum=0, maximum=2**40),
     "reason": Field("str", required=True, max_length=500, pattern=r"\S.*"),
 }
+# The `data` of each action (vibe.users.service.ACTIONS pairs them with their action).
+CREATE = Shape({**{k: v for k, v in EDITABLE.items() if k != "full_name"},
+                "referral_code": Field("str", nullable=True, max_length=64)})
+UPDATE = Shape(EDITABLE, refused=REFUSED, at_least_one=True)
+CHANGE_SUBSCRIPTION = Shape(SUBSCRIPTION)
+READ = Shape({"user_id": Field("str", max_length=128, description="whose profile (default: the caller's; "
+                                                                  "required for the service role)")})
 
 
 def _context(app: web.Application, tx) -> DomainContext:
@@ -51,8 +59,7 @@ def _context(app: web.Application, tx) -> DomainContext:
 
 
 async def create_profile(app: web.Application, session: Session, data: Any) -> dict[str, Any]:
-    shape = {k: v for k, v in EDITABLE.items() if k != "full_name"}
-    clean = check(data, {**shape, "referral_code": Field("str", nullable=True, max_length=64)})
+    clean = CREATE.check(data)
     principal = session.principal
     user_id = principal.user_id
     code = clean.pop("referral_code", None)
@@ -79,15 +86,13 @@ async def create_profile(app: web.Application, session: Session, data: Any) -> d
             (user_id, billing.new_referral_code(), ctx.now, ctx.now, *fields.values()))
         profile = normalise(await billing.get_profile(tx, user_id))
         if rows:
-            await ctx.announce("user_created", user=profile)
+            await ctx.announce("user_created", user=UserRecord.from_row(profile))
     evict_user(app, user_id)
     return {"created": bool(rows), "profile": profile}
 
 
 async def update_profile(app: web.Application, session: Session, data: Any) -> dict[str, Any]:
-    clean = check(data, EDITABLE, refused=REFUSED)
-    if not clean:
-        raise invalid("data", f"name at least one of {', '.join(EDITABLE)}")
+    clean = UPDATE.check(data)
     user_id = session.principal.user_id
     async with app[DB].transaction() as tx:
         profile = await billing.get_profile(tx, user_id)
@@ -119,12 +124,12 @@ async def apply_subscription(ctx: DomainContext, actor: str, change: dict[str, A
          change["reason"], ctx.now))
     if changed:
         await billing.update_profile(ctx, user_id, changed)
-        await ctx.announce("subscription_changed", user_id=user_id, change={
-            "subscription_id": profile["stripe_subscription_id"], "old_tier": profile["tier"], "tier": change["tier"],
-            "old_status": profile["subscription_status"], "status": status,
-            "current_period_end": fields.get("current_period_end", profile["current_period_end"]),
-            "cancel_at_period_end": bool(profile["cancel_at_period_end"]), "amount": None, "currency": None,
-            "source": "admin", "event_id": None, "reason": change["reason"], "actor": actor})
+        await ctx.announce("subscription_changed", user_id=user_id, change=SubscriptionChange(
+            subscription_id=profile["stripe_subscription_id"], old_tier=profile["tier"], tier=change["tier"],
+            old_status=profile["subscription_status"], status=status,
+            current_period_end=fields.get("current_period_end", profile["current_period_end"]),
+            cancel_at_period_end=bool(profile["cancel_at_period_end"]), amount=None, currency=None,
+            source="admin", event_id=None, reason=change["reason"], actor=actor))
     return {"user_id": user_id, "tier": change["tier"], "status": status, "changed": sorted(changed)}
 
 
@@ -134,7 +139,7 @@ def actor_of(session: Session) -> str:
 
 
 async def update_subscription(app: web.Application, session: Session, data: Any) -> dict[str, Any]:
-    change = check(data, SUBSCRIPTION)
+    change = CHANGE_SUBSCRIPTION.check(data)
     async with app[DB].transaction() as tx:
         result = await apply_subscription(_context(app, tx), actor_of(session), change)
         if result is None:
@@ -144,7 +149,7 @@ async def update_subscription(app: web.Application, session: Session, data: Any)
 
 
 async def get_profile(app: web.Application, session: Session, data: Any, overview) -> dict[str, Any]:
-    clean = check(data, {"user_id": Field("str", max_length=128)})
+    clean = READ.check(data)
     target = clean.get("user_id") or session.principal.user_id
     if target is None:
         raise invalid("data.user_id", "is required for the service role")
@@ -163,13 +168,15 @@ BULK_ITEM = {**EDITABLE, "user_id": Field("str", required=True, max_length=128),
              "status": Field("str", nullable=True, choices=SUBSCRIPTION_STATUSES),
              "current_period_end": Field("int", nullable=True, minimum=0, maximum=2**40),
              "needs_review": Field("bool"), "reason": Field("str", max_length=500, pattern=r"\S.*")}
+BULK_ITEM_SHAPE = Shape(BULK_ITEM, description="a subscription change (tier, status, current_period_end) "
+                                               "needs tier and reason; each item is applied or refused alone")
+BULK = Shape({"items": Field("list", required=True, min_length=1, max_length=BULK_MAX, items=BULK_ITEM_SHAPE,
+                             check_items=False)})
 
 
 async def bulk_update(app: web.Application, session: Session, data: Any) -> dict[str, Any]:
     """Up to 1,000 changes, each validated and applied in a savepoint of its own."""
-    items = check(data, {"items": Field("list", required=True, max_length=BULK_MAX)})["items"]
-    if not items:
-        raise invalid("data.items", "must hold at least one item")
+    items = BULK.check(data)["items"]
     results: list[dict[str, Any]] = []
     touched = set()
     async with app[DB].transaction() as tx:
@@ -186,7 +193,7 @@ async def bulk_update(app: web.Application, session: Session, data: Any) -> dict
 
 async def _bulk_item(ctx: DomainContext, actor: str, index: int, raw: Any) -> dict[str, Any]:
     problems = Problems()
-    item = collect(raw, BULK_ITEM, problems, where=f"data.items[{index}]")
+    item = BULK_ITEM_SHAPE.collect(raw, problems, where=f"data.items[{index}]")
     billing_fields = {"tier", "status", "current_period_end"} & item.keys()
     if billing_fields and ("tier" not in item or not item.get("reason")):
         problems.add(f"data.items[{index}]", "a subscription change needs tier and reason")

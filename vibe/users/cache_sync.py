@@ -99,7 +99,7 @@ class CacheInvalidation:
 
     @hookimpl
     async def user_created(self, ctx, user):
-        await self._announce(ctx, (user or {}).get("id"))
+        await self._announce(ctx, user.id if user is not None else None)
 
     @hookimpl
     async def user_changed(self, ctx, user_id):

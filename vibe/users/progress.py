@@ -3,8 +3,9 @@
 A sync locks the learner's profile row, so two syncs of one learner run one after the other;
 each item moves forward only (not_started < in_progress < completed; progress never drops;
 the first completion time is kept). A workshop completed for the first time is announced with
-`workshop_completed`, and each achievement (data: the `achievements` table) the learner now
-meets is recorded once and announced with `achievement_unlocked`, in the same transaction.
+`workshop_completed` (a `vibe.users.domain.CompletedItem`), and each achievement (data: the
+`achievements` table) the learner now meets is recorded once and announced with
+`achievement_unlocked` (an `Achievement`), in the same transaction.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from vibe.db.row_security import as_user, reading_as_user
 from vibe.keys import DB, PLUGINS, SETTINGS
 from vibe.plugins.context import DomainContext
 from vibe.users.access import Catalogue
+from vibe.users.domain import Achievement, CompletedItem
 from vibe.users.keys import QUERY_CACHE
 from vibe.web.errors import ApiError
-from vibe.web.validation import Field, Problems, collect
+from vibe.web.validation import Field, Problems, Shape
 
 MAX_ITEMS = 500
 STATUSES = ("not_started", "in_progress", "completed")
@@ -28,29 +30,33 @@ RANK = {s: i for i, s in enumerate(STATUSES)}
 FUTURE_LEEWAY = 300
 
 
+ITEM = Shape({
+    "resource_type": Field("str", required=True, choices="resource_types",
+                           description="a resource type of the access catalogue"),
+    "resource_id": Field("str", required=True, max_length=64),
+    "status": Field("str", required=True, choices=STATUSES),
+    "progress": Field("number", minimum=0, maximum=100),
+    "completed_at": Field("number", nullable=True, minimum=0,
+                          description=f"Unix seconds, at most {FUTURE_LEEWAY} s in the future"),
+})
+SYNC = Shape({"items": Field("list", required=True, min_length=1, max_length=MAX_ITEMS, items=ITEM)})
+
+
 def validate_items(data: Any, cat: Catalogue, now: float) -> list[dict[str, Any]]:
     problems = Problems()
-    top = collect(data, {"items": Field("list", required=True, max_length=MAX_ITEMS)}, problems)
-    items = top.get("items") or []
-    if not items and "items" in top and top["items"] is not None and not problems.errors:
-        problems.add("data.items", "must hold at least one item")
-    shape = {
-        "resource_type": Field("str", required=True, choices=cat.types),
-        "resource_id": Field("str", required=True, max_length=64),
-        "status": Field("str", required=True, choices=STATUSES),
-        "progress": Field("number", minimum=0, maximum=100),
-        "completed_at": Field("number", nullable=True, minimum=0, maximum=now + FUTURE_LEEWAY),
-    }
-    clean_items = []
-    for i, raw in enumerate(items if len(items) <= MAX_ITEMS else []):
+    items = SYNC.collect(data, problems, vocab={"resource_types": cat.types}).get("items") or []
+    latest = now + FUTURE_LEEWAY
+    for i, item in enumerate(items if isinstance(items, list) and len(items) <= MAX_ITEMS else []):
+        if not isinstance(item, dict):
+            continue
         where = f"data.items[{i}]"
-        item = collect(raw, shape, problems, where=where)
         key = (item.get("resource_type"), item.get("resource_id"))
         if isinstance(key[0], str) and isinstance(key[1], str) and key[0] in cat.types and key not in cat.rules:
             problems.add(f"{where}.resource_id", f"no {key[0]} has the id {key[1]!r}")
-        clean_items.append(item)
+        if isinstance(item.get("completed_at"), (int, float)) and item["completed_at"] > latest:
+            problems.add(f"{where}.completed_at", f"must be between 0 and {latest}")
     problems.raise_if_any()
-    return clean_items
+    return items
 
 
 def merge(old: dict[str, Any] | None, new: dict[str, Any], now: float) -> dict[str, Any]:
@@ -104,19 +110,21 @@ async def sync(app: web.Application, user_id: str, data: Any, cat: Catalogue) ->
             unlocked = await _unlock(tx, user_id, cat, now)
         ctx = DomainContext(tx=tx, settings=app[SETTINGS], pm=app[PLUGINS], now=now)
         for item in completed_workshops:
-            await ctx.announce("workshop_completed", user_id=user_id, workshop_id=item["resource_id"], item=item)
+            await ctx.announce("workshop_completed", user_id=user_id, workshop_id=item["resource_id"],
+                               item=CompletedItem.from_row(item))
         for achievement in unlocked:
             await ctx.announce("achievement_unlocked", user_id=user_id, achievement=achievement)
     app[QUERY_CACHE].invalidate_key(overview_key(user_id))
     return {"received": len(items), "changed": len(changed), "unchanged": len(items) - len(changed),
-            "completed_workshops": [c["resource_id"] for c in completed_workshops], "achievements": unlocked}
+            "completed_workshops": [c["resource_id"] for c in completed_workshops],
+            "achievements": [a.as_dict() for a in unlocked]}
 
 
 def _num(value: Any) -> Any:
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-async def _unlock(tx, user_id: str, cat: Catalogue, now: float) -> list[dict[str, Any]]:
+async def _unlock(tx, user_id: str, cat: Catalogue, now: float) -> list[Achievement]:
     """Record and return the achievements the learner meets now and had not unlocked yet."""
     pending = await tx.fetchall(
         "SELECT key, name, description, resource_type, threshold FROM achievements WHERE key NOT IN "
@@ -135,8 +143,8 @@ async def _unlock(tx, user_id: str, cat: Catalogue, now: float) -> list[dict[str
         if needed > 0 and done >= needed:
             await tx.execute("INSERT INTO user_achievements (user_id, achievement_key, unlocked_at) VALUES (%s, %s, %s)",
                              (user_id, a["key"], now))
-            unlocked.append({"key": a["key"], "name": a["name"], "description": a["description"],
-                             "unlocked_at": now})
+            unlocked.append(Achievement(key=a["key"], name=a["name"], description=a["description"],
+                                        unlocked_at=now))
     return unlocked
 
 

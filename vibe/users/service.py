@@ -29,7 +29,7 @@ from vibe.users.sessions import Session, session_of
 from vibe.web import ratelimit
 from vibe.web.errors import ApiError
 from vibe.web.keys import LOAD_MONITOR
-from vibe.web.validation import Field, check
+from vibe.web.validation import Field, Shape
 
 PATH = "/functions/v1/user-management"
 MB = 1024 * 1024
@@ -39,8 +39,13 @@ Action = Callable[[web.Application, Session, Any], Awaitable[dict[str, Any]]]
 
 @dataclasses.dataclass(frozen=True)
 class Route:
+    """An action: who may call it, what runs, and the shape of its `data` (which it checks, and
+    which /openapi.json shows as one of the bodies of this route)."""
+
     roles: tuple[str, ...]
     run: Action
+    data: Shape
+    summary: str = ""
 
 
 async def _get_profile(app, session, data):
@@ -54,8 +59,7 @@ async def _sync_progress(app, session, data):
 
 async def _check_access(app, session, data):
     cat = await access.catalogue(app)
-    clean = check(data, {"resource_type": Field("str", required=True, choices=cat.types),
-                         "resource_id": Field("str", required=True, max_length=64)})
+    clean = ACCESS.check(data, vocab={"resource_types": cat.types})
     decision = access.decide(cat, session.profile, is_admin=session.principal.is_admin, **clean)
     if decision is None:
         raise ApiError(404, "resource_not_found",
@@ -63,15 +67,29 @@ async def _check_access(app, session, data):
     return {"resource_type": clean["resource_type"], "resource_id": clean["resource_id"], **decision}
 
 
+ACCESS = Shape({"resource_type": Field("str", required=True, choices="resource_types",
+                                       description="a resource type of the access catalogue"),
+                 "resource_id": Field("str", required=True, max_length=64)})
+
 ACTIONS: dict[str, Route] = {
-    "create_profile": Route(("user", "admin"), user_actions.create_profile),
-    "get_profile": Route(("user", "admin", "service"), _get_profile),
-    "update_profile": Route(("user", "admin"), user_actions.update_profile),
-    "update_subscription": Route(("admin", "service"), user_actions.update_subscription),
-    "sync_progress": Route(("user", "admin"), _sync_progress),
-    "check_access": Route(("user", "admin"), _check_access),
-    "bulk_update": Route(("admin", "service"), user_actions.bulk_update),
+    "create_profile": Route(("user", "admin"), user_actions.create_profile, user_actions.CREATE,
+                            "Create the caller's profile (onboarding)"),
+    "get_profile": Route(("user", "admin", "service"), _get_profile, user_actions.READ,
+                         "A profile and its progress overview"),
+    "update_profile": Route(("user", "admin"), user_actions.update_profile, user_actions.UPDATE,
+                            "Change the caller's own profile fields"),
+    "update_subscription": Route(("admin", "service"), user_actions.update_subscription,
+                                 user_actions.CHANGE_SUBSCRIPTION, "Set a user's tier by hand (audited)"),
+    "sync_progress": Route(("user", "admin"), _sync_progress, progress.SYNC, "Record learning progress"),
+    "check_access": Route(("user", "admin"), _check_access, ACCESS, "May the caller open this item?"),
+    "bulk_update": Route(("admin", "service"), user_actions.bulk_update, user_actions.BULK,
+                         "Up to 1,000 profile and tier changes"),
 }
+
+
+async def vocabulary(app: web.Application) -> dict[str, tuple[str, ...]]:
+    """The choice lists the actions' shapes name, as this app knows them now (for /openapi.json)."""
+    return {"resource_types": (await access.catalogue(app)).types}
 
 
 async def user_management(request: web.Request) -> web.Response:

@@ -15,7 +15,13 @@ from aiohttp import web
 
 from vibe import __version__
 from vibe.analytics.keys import ANALYTICS
+from vibe.analytics import schemas as analytics_schemas
+from vibe.analytics import segment
 from vibe.analytics.queries import ROLLUPS
+from vibe.db.database import DatabaseUnavailable
+from vibe.email import api as email_api
+from vibe.email.keys import EMAIL_RENDERER
+from vibe.users.service import ACTIONS, vocabulary
 from vibe.ops.keys import HEALTH_PROBES
 
 JSON = "application/json"
@@ -96,11 +102,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         security=[{"stripeSignature": []}]),
     ("post", "/functions/v1/user-management"): op(
         "User management action", "users", _json({"type": "object"}),
-        body={"type": "object", "required": ["action"], "additionalProperties": False, "properties": {
-            "action": {"enum": ["create_profile", "get_profile", "update_profile", "update_subscription",
-                                "sync_progress", "check_access", "bulk_update"]},
-            "data": {"type": "object"}}},
-        security=BEARER),
+        body={}, security=BEARER),  # the bodies: action_bodies(), from the action registry
 }
 
 # -- analytics (issue 4)
@@ -125,7 +127,9 @@ OPERATIONS.update({
     ("get", A + "/business"): op("Business figures (revenue, subscriptions)", "analytics", OBJ,
                                  security=BEARER, params=RANGE),
     ("get", A + "/funnel"): op("Conversion through a sequence of events", "analytics", OBJ, security=BEARER, params=[
-        query("steps", {"type": "string"}, "2 to 10 event names, comma-separated", required=True), *RANGE]),
+        query("steps", {"type": "string", "pattern": r"^[\w.:-]{1,100}(,[\w.:-]{1,100}){1,9}$"},
+              "2 to 10 event names, comma-separated (any event names are taken; the pattern shows the usual ones)",
+              required=True), *RANGE]),
     ("get", A + "/aggregates/{kind}"): op("A daily rollup", "analytics", OBJ, security=BEARER, params=[
         {**path_param("kind", "the rollup"), "schema": {"enum": sorted(ROLLUPS)}}, *RANGE]),
     ("get", A + "/journey/{user_id}"): op("One user's events in order", "analytics", OBJ, security=BEARER, params=[
@@ -139,11 +143,12 @@ OPERATIONS.update({
         {**path_param("endpoint", "an endpoint a plugin registered"), "schema": {"type": "string"}}],
         body={"oneOf": [EVENT, {"type": "object", "required": ["batch"],
                                 "properties": {"batch": {"type": "array", "items": EVENT}}}]}),
-    ("post", "/v1/batch"): op("Segment-compatible batch", "analytics", OBJ, body={"type": "object"},
+    ("post", "/v1/batch"): op("Segment-compatible batch", "analytics", OBJ, body=segment.BATCH.schema(),
                               security=[{"segmentWriteKey": []}]),
-    ("post", "/v1/import"): op("Segment-compatible import (same as batch)", "analytics", OBJ, body={"type": "object"},
+    ("post", "/v1/import"): op("Segment-compatible import (same as batch)", "analytics", OBJ,
+                               body=segment.BATCH.schema(),
                                security=[{"segmentWriteKey": []}]),
-    ("post", "/v1/{type}"): op("Segment-compatible single call", "analytics", OBJ, body={"type": "object"},
+    ("post", "/v1/{type}"): op("Segment-compatible single call", "analytics", OBJ, body=segment.MESSAGE.schema(),
                                security=[{"segmentWriteKey": []}], params=[{
                                    "name": "type", "in": "path", "required": True, "schema": {
                                        "enum": ["track", "page", "identify", "screen", "group", "alias"]}}]),
@@ -155,13 +160,10 @@ PAGE = {"description": "the page (for a browser) or JSON", "content": {
 TOKEN = [query("token", {"type": "string"}, "the signed token from the email's link", required=True)]
 OPERATIONS.update({
     ("post", E): op("Queue an email (stored before 2xx; 200 when suppressed, 202 when queued)", "email",
-                    OBJ, security=BEARER, body={"type": "object", "required": ["user_id", "type"],
-                                                "additionalProperties": False, "properties": {
-                                                    "user_id": {"type": "string", "minLength": 1, "maxLength": 128},
-                                                    "type": {"type": "string"}, "data": {"type": "object"},
-                                                    "idempotency_key": {"type": "string"}}}),
+                    OBJ, security=BEARER, body=email_api.QUEUE.schema()),  # per template: document()
     ("post", E + "/events"): op("Delivery event from the provider (Svix-signed)", "email", OBJ,
-                                body={"type": "object", "required": ["type", "data"]},
+                                body={"type": "object", "required": ["type", "data"], "properties": {
+                                    "type": {"type": "string"}, "data": {"type": "object"}}},
                                 security=[{"svixSignature": []}]),
     ("get", E + "/{id}"): op("One email and its history", "email", OBJ, security=BEARER, params=[
         {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}]),
@@ -178,7 +180,36 @@ COMPONENTS["securitySchemes"]["segmentWriteKey"] = {"type": "http", "scheme": "b
                                                     "description": "ANALYTICS_WRITE_KEY as the user name"}
 
 
-def document(app: web.Application) -> dict[str, Any]:
+def action_bodies(vocab: dict | None = None) -> tuple[dict, dict]:
+    """The user-management body, one per action of the registry (`action` tells which), and
+    the component schemas it refers to."""
+    schemas, refs = {}, {}
+    for name, route in ACTIONS.items():
+        data = route.data.schema(vocab)
+        needs_data = any(f.required for f in route.data.fields.values()) or route.data.at_least_one
+        schemas[f"UserAction_{name}"] = {
+            "type": "object", "required": ["action", "data"] if needs_data else ["action"],
+            "additionalProperties": False, "properties": {"action": {"const": name}, "data": data},
+            "description": f"{route.summary} (roles: {', '.join(route.roles)})"}
+        refs[name] = f"#/components/schemas/UserAction_{name}"
+    body = {"oneOf": [{"$ref": r} for r in refs.values()],
+            "discriminator": {"propertyName": "action", "mapping": refs}}
+    return body, schemas
+
+
+def _body(operation: dict, schema: dict) -> dict:
+    return {**operation, "requestBody": {"required": True, "content": {JSON: {"schema": schema}}}}
+
+
+def document(app: web.Application, vocab: dict | None = None) -> dict[str, Any]:
+    """The document for `app`; `vocab`: the choice lists known at run time (the access catalogue's
+    resource types), else those fields are documented without their list."""
+    users_body, schemas = action_bodies(vocab)
+    bodies = {("post", "/functions/v1/user-management"): users_body}
+    if ANALYTICS in app:
+        bodies[("post", A + "/{endpoint}")] = analytics_schemas.body_schema(app[ANALYTICS].endpoints)
+    if EMAIL_RENDERER in app:
+        bodies[("post", E)] = email_api.body_schema(app[EMAIL_RENDERER].templates)
     paths: dict[str, dict] = {}
     for route in app.router.routes():
         method = route.method.lower()
@@ -197,15 +228,22 @@ def document(app: web.Application) -> dict[str, Any]:
         if names is not None:
             operation = {**operation, "parameters": [{**operation["parameters"][0], "schema": {
                 "type": "string", "enum": sorted(names)}}]}
+        if (method, path) in bodies:
+            operation = _body(operation, bodies[(method, path)])
         paths.setdefault(path, {})[method] = operation
     return {"openapi": "3.1.0",
             "info": {"title": "vibe", "version": __version__,
                      "description": "Billing webhooks, users, analytics and email for the Vibe Coding Bible."},
-            "paths": dict(sorted(paths.items())), "components": COMPONENTS}
+            "paths": dict(sorted(paths.items())),
+            "components": {**COMPONENTS, "schemas": {**COMPONENTS["schemas"], **schemas}}}
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(document(request.app))
+    try:
+        vocab = await vocabulary(request.app)
+    except DatabaseUnavailable:  # the document still answers; the catalogue's lists are left out
+        vocab = None
+    return web.json_response(document(request.app, vocab))
 
 
 def setup(app: web.Application) -> None:
