@@ -54,6 +54,12 @@ def load_data(name: str) -> dict[str, Any]:
     return copy.deepcopy(json.loads((FIXTURES / "basil-data" / f"{name}.data.json").read_text()))
 
 
+def signed(event: dict | bytes, secret: str = SECRET, timestamp: int | None = None) -> tuple[bytes, dict[str, str]]:
+    """An event's body and the headers Stripe sends with it."""
+    body = event if isinstance(event, bytes) else json.dumps(event).encode()
+    return body, {"Stripe-Signature": stripe_signature.sign(body, secret, timestamp), "Content-Type": "application/json"}
+
+
 def make_event(event_type: str, obj: dict, *, created: int | None = None, event_id: str | None = None,
                **extra: Any) -> dict[str, Any]:
     event = {"id": event_id or f"evt_{uuid.uuid4().hex[:24]}", "object": "event", "api_version": "2025-03-31.basil",
@@ -128,9 +134,7 @@ class Service:
 
     async def post_event(self, event: dict | bytes, *, secret: str = SECRET, timestamp: int | None = None,
                          headers: dict | None = None):
-        body = event if isinstance(event, bytes) else json.dumps(event).encode()
-        all_headers = {"Stripe-Signature": stripe_signature.sign(body, secret, timestamp),
-                       "Content-Type": "application/json"}
+        body, all_headers = signed(event, secret, timestamp)
         all_headers.update(headers or {})
         data = io.BytesIO(body) if len(body) > 256 * 1024 else body  # aiohttp warns on big raw bytes
         return await self.client.post("/functions/v1/stripe-webhook", data=data, headers=all_headers)

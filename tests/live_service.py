@@ -1,4 +1,6 @@
-"""`python run.py serve` as a subprocess on a free port, for the operations tests."""
+"""`python run.py serve` as a real process on a free port: the one live-server helper of the suite,
+for the tests that need the entry point itself (the CLI, the operations tests, shutdown, and the
+reliability tests that kill it, starve it or fuzz it), and a look at its database from the test."""
 
 from __future__ import annotations
 
@@ -7,9 +9,14 @@ import os
 import signal
 import socket
 import sys
+import time
+from typing import Mapping
 
 import aiohttp
+
 from conftest import ROOT, SECRET
+from vibe.config import Settings
+from vibe.db.database import Database, create_database
 
 
 def free_port() -> int:
@@ -19,20 +26,35 @@ def free_port() -> int:
 
 
 class LiveService:
-    def __init__(self, database_url: str, data_dir: str, *args: str, **env: str):
+    """One `serve` process on a free port: start, stop (any signal, kill -9 too), start again on
+    the same port. Its stderr is read all along (the banner, and what `stop` returns)."""
+
+    def __init__(self, env: Mapping[str, str], *args: str):
+        """`env` is the process's whole environment, besides PATH; `args` go after `serve --port N`."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = args
-        self.env = {"PATH": os.environ["PATH"], "VIBE_DATA_DIR": data_dir, "DATABASE_URL": database_url,
-                    "STRIPE_WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "warning", "STRIPE_POLL_SECONDS": "0.05", **env}
+        self.env = {"PATH": os.environ["PATH"], **env}
         self.proc: asyncio.subprocess.Process | None = None
+        self.stderr: list[str] = []
+        self._reader: asyncio.Task | None = None
 
-    async def start(self) -> "LiveService":
+    @classmethod
+    def on(cls, database_url: str, data_dir: str, *args: str, **env: str) -> "LiveService":
+        """On this database and data folder, with the suite's webhook secret and quiet logs."""
+        return cls({"VIBE_DATA_DIR": data_dir, "DATABASE_URL": database_url, "STRIPE_WEBHOOK_SECRET": SECRET,
+                    "LOG_LEVEL": "warning", "STRIPE_POLL_SECONDS": "0.05", **env}, *args)
+
+    async def start(self, timeout: float = 30.0) -> "LiveService":
+        """Start `serve` and return once /health answers (200, or 503 for a degraded service)."""
+        self.stderr = []
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, str(ROOT / "run.py"), "serve", "--port", str(self.port), *self.args,
             env=self.env, cwd=str(ROOT), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        self._reader = asyncio.create_task(self._read_stderr(self.proc))
+        deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
-            for _ in range(300):
+            while time.monotonic() < deadline:
                 try:
                     async with session.get(f"{self.url}/health") as resp:
                         if resp.status in (200, 503):
@@ -40,13 +62,57 @@ class LiveService:
                 except aiohttp.ClientError:
                     pass
                 if self.proc.returncode is not None:
-                    raise AssertionError((await self.proc.stderr.read()).decode())
-                await asyncio.sleep(0.1)
-        raise AssertionError("the service did not start")
+                    await self._reader
+                    raise AssertionError(f"serve exited with {self.proc.returncode}: {''.join(self.stderr)}")
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"serve did not answer /health within {timeout}s: {''.join(self.stderr)}")
+
+    async def _read_stderr(self, proc: asyncio.subprocess.Process) -> None:
+        """Drain stderr as it comes, so that a talkative service never blocks on a full pipe."""
+        assert proc.stderr is not None
+        while line := await proc.stderr.readline():
+            self.stderr.append(line.decode(errors="replace"))
+
+    async def banner(self, timeout: float = 30.0) -> str:
+        """What `serve` printed before the line that says where it serves, and that line."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i, line in enumerate(self.stderr):
+                if line.startswith("vibe ") and f":{self.port}" in line:
+                    return "".join(self.stderr[:i + 1])
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no serving line in serve's output: {''.join(self.stderr)}")
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> tuple[int, str]:
-        assert self.proc is not None
+        """Send `sig` (unless it has exited already), wait for the exit: (exit code, stderr). A
+        process still running after `timeout` is killed, and the test fails."""
+        assert self.proc is not None and self._reader is not None
         if self.proc.returncode is None:
             self.proc.send_signal(sig)
-        _, err = await asyncio.wait_for(self.proc.communicate(), timeout)
-        return self.proc.returncode, err.decode()
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        except asyncio.TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            raise AssertionError(f"serve did not stop within {timeout}s of signal {sig}") from None
+        finally:
+            await self._reader
+        return self.proc.returncode, "".join(self.stderr)
+
+
+async def open_db(database_url: str) -> Database:
+    """The service's database, opened from the test with a pool of its own: close it after."""
+    db = create_database(Settings.from_env({"DATABASE_URL": database_url}))
+    await db.open()
+    return db
+
+
+async def settle_stripe(db: Database, timeout: float = 60.0) -> None:
+    """Wait until no stored Stripe event is still to be processed (the live service's dispatcher works)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        due = await db.fetchval("SELECT COUNT(*) FROM stripe_events WHERE status IN ('pending', 'failed', 'waiting')")
+        if not due:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("Stripe events still unprocessed")

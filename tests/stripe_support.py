@@ -7,11 +7,11 @@ from conftest import load_data, load_event, make_event
 CUSTOMER = "cus_00000000000000"
 
 
-def fixture(name: str, *, created: int, **object_changes) -> dict:
-    """A fixture event with a fresh id and `created`, and changes to its data.object."""
+def fixture(name: str, created: float, **object_changes) -> dict:
+    """A fixture event with a fresh id and `created` (whole seconds), and changes to its data.object."""
     event = load_event(name)
     event["id"] = f"evt_{uuid.uuid4().hex[:24]}"
-    event["created"] = created
+    event["created"] = int(created)
     event["data"]["object"].update(object_changes)
     return event
 

@@ -1,28 +1,20 @@
 """Revenue and subscription events from the Stripe pipeline, and the business figures."""
 
 import json
-import uuid
 
 import tokens
 from analytics_support import WRITE_KEY, at, get, post, stored
-from conftest import load_event, postgres_only, wait_until
+from conftest import postgres_only, wait_until
+from stripe_support import fixture
 
 from vibe.analytics.keys import ANALYTICS
 from vibe.analytics.queries import refresh_business_views
 
 
-def stripe_event(name, created, **obj):
-    event = load_event(name)
-    event["id"] = "evt_" + uuid.uuid4().hex[:24]
-    event["created"] = int(created)
-    event["data"]["object"].update(obj)
-    return event
-
-
 async def test_stripe_payments_and_subscription_changes_become_revenue_events(start_service):
     service = await start_service(ANALYTICS_WRITE_KEY=WRITE_KEY)
-    created = stripe_event("customer.subscription.created", at(2, 12), metadata={"user_id": "payer"})
-    paid = stripe_event("invoice.payment_succeeded", at(2, 12, 1), subscription=created["data"]["object"]["id"])
+    created = fixture("customer.subscription.created", at(2, 12), metadata={"user_id": "payer"})
+    paid = fixture("invoice.payment_succeeded", at(2, 12, 1), subscription=created["data"]["object"]["id"])
     await service.deliver(created, paid)
     await service.deliver(paid)  # a redelivery records nothing twice
     rows = await stored(service, user_id="payer")

@@ -1,43 +1,21 @@
 """An acknowledged event is committed: it survives a kill -9 of the service right after the 2xx."""
 
 import asyncio
-import os
 import signal
-import sys
 
 import aiohttp
 import pytest
 from analytics_support import PREFIX, WRITE_KEY
-from conftest import ROOT
-from live_service import free_port
-
-from vibe.config import Settings
-from vibe.db.database import create_database
+from live_service import LiveService, open_db
 
 
 @pytest.mark.slow
 async def test_every_acknowledged_event_survives_kill_9(env):
-    port = free_port()
-    server_env = {**os.environ, **env, "ANALYTICS_WRITE_KEY": WRITE_KEY, "ANALYTICS_BATCH_WAIT_MS": "5"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "run.py", "serve", "--port", str(port), cwd=ROOT, env=server_env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server = await LiveService({**env, "ANALYTICS_WRITE_KEY": WRITE_KEY, "ANALYTICS_BATCH_WAIT_MS": "5"}).start()
+    base = server.url
     acknowledged: list[str] = []
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(300):
-                try:
-                    async with session.get(base + "/health") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-            else:
-                pytest.fail("the service did not start")
-
             async def sender(worker: int) -> None:
                 for i in range(10_000):
                     message_id = f"k9-{worker}-{i}"
@@ -53,15 +31,11 @@ async def test_every_acknowledged_event_survives_kill_9(env):
             workers = [asyncio.create_task(sender(w)) for w in range(16)]
             while len(acknowledged) < 300:
                 await asyncio.sleep(0.001)
-            proc.send_signal(signal.SIGKILL)  # while requests are still in flight
-            await proc.wait()
+            await server.stop(signal.SIGKILL)  # while requests are still in flight
             await asyncio.gather(*workers)
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    db = create_database(Settings.from_env(env))
-    await db.open()
+        await server.stop(signal.SIGKILL)
+    db = await open_db(env["DATABASE_URL"])
     try:
         rows = await db.fetchall("SELECT message_id FROM analytics_events")
     finally:

@@ -1,26 +1,20 @@
 """Erasure and export (HTTP and CLI, on a running service, caches included) and retention."""
 
-import asyncio
 import json
-import os
-import sys
 import time
 
 import tokens
 from analytics_support import WRITE_KEY, at, browser, get, post, stored
-from conftest import ROOT, wait_until
+from conftest import run_cli, wait_until
 
 PATH = "/functions/v1/analytics-tracking/users"
 
 
-async def run_cli(env, *args):
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "run.py", *args, cwd=ROOT, env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
+async def analytics_cli(env, *args):
+    """`python run.py analytics ARGS`, which succeeds: its output."""
+    code, out, err = await run_cli("analytics", *args, env=env)
+    assert code == 0, err
+    return out
 
 
 async def seed(service):
@@ -42,12 +36,12 @@ async def test_forget_from_the_cli_erases_at_once_on_a_running_service(start_ser
     journey = await get(service, "journey/leaver")  # now cached
     assert [e["message_id"] for s in journey["sessions"] for e in s["events"]] == ["pre", "leaver-0", "leaver-1",
                                                                                   "leaver-2"]
-    exported = await run_cli(env, "analytics", "export", "leaver")
+    exported = await analytics_cli(env, "export", "leaver")
     lines = [json.loads(line) for line in exported.splitlines()]
     assert [e["message_id"] for e in lines] == ["pre", "leaver-0", "leaver-1", "leaver-2"]
     assert lines[1]["user_id"] == "leaver" and lines[0]["anonymous_id"] == "anon-leaver"
 
-    out = await run_cli(env, "analytics", "forget", "leaver", "--json")
+    out = await analytics_cli(env, "forget", "leaver", "--json")
     assert json.loads(out) == {"user_id": "leaver", "events_deleted": 4, "actor_rows_deleted": 8,
                                "anonymous_ids": 1}
 
@@ -58,7 +52,7 @@ async def test_forget_from_the_cli_erases_at_once_on_a_running_service(start_ser
     # Their share of distinct users is gone; the anonymous totals stay.
     assert (await get(service, "metrics", **span))["series"] == [{"start": at(0), "count": 4, "users": 1}]
     assert [r["message_id"] for r in await stored(service)] == ["s-1"]
-    assert await run_cli(env, "analytics", "export", "leaver") == ""
+    assert await analytics_cli(env, "export", "leaver") == ""
     erasure = await service.db.fetchone("SELECT * FROM analytics_erasures")
     assert erasure["events_deleted"] == 4 and "leaver" not in erasure["user_hash"]
 
@@ -67,13 +61,10 @@ async def test_export_to_a_file_and_refusals(start_service, env, tmp_path):
     service = await start_service(ANALYTICS_WRITE_KEY=WRITE_KEY)
     await seed(service)
     target = tmp_path / "stayer.jsonl"
-    await run_cli(env, "analytics", "export", "stayer", "--output", str(target))
+    await analytics_cli(env, "export", "stayer", "--output", str(target))
     assert [json.loads(line)["message_id"] for line in target.read_text().splitlines()] == ["s-1"]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "run.py", "analytics", "forget", "not valid", cwd=ROOT, env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate()
-    assert proc.returncode == 1 and b"USER_ID" in err
+    code, _, err = await run_cli("analytics", "forget", "not valid", env=env)
+    assert code == 1 and "USER_ID" in err
 
 
 async def test_forget_and_export_over_http(start_service):

@@ -3,13 +3,11 @@ the operator commands against what it stored."""
 
 import asyncio
 import json
-import os
 import sys
 
-import aiohttp
 import pytest
 from conftest import FIXTURES, ROOT, run_cli
-from live_service import free_port
+from live_service import LiveService
 
 pytestmark = pytest.mark.slow
 
@@ -19,33 +17,12 @@ pytestmark = pytest.mark.slow
 async def served(tmp_path, database_url):
     """`python run.py serve` with nothing configured but where to keep its data (and, on the
     PostgreSQL run, the database)."""
-    port = free_port()
-    env = {"PATH": os.environ["PATH"], "VIBE_DATA_DIR": str(tmp_path / "var"),
-           "STRIPE_PRICE_TIERS": "price_000000000000000000000000=pro"}
+    env = {"VIBE_DATA_DIR": str(tmp_path / "var"), "STRIPE_PRICE_TIERS": "price_000000000000000000000000=pro"}
     if not database_url.startswith("sqlite"):
         env["DATABASE_URL"] = database_url
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "run.py"), "serve", "--port", str(port), env=env, cwd=str(ROOT),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    banner = []
-    while True:  # read the banner up to the line that says it is serving
-        line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
-        assert line, "serve exited: " + "".join(banner)
-        banner.append(line)
-        if line.startswith("vibe ") and f":{port}" in line:
-            break
-    async with aiohttp.ClientSession() as session:
-        for _ in range(100):
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/health") as resp:
-                    if resp.status == 200:
-                        break
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.05)
-    yield {"port": port, "env": env, "banner": "".join(banner), "proc": proc}
-    proc.terminate()
-    await asyncio.wait_for(proc.wait(), 30)
+    service = await LiveService(env).start()
+    yield {"port": service.port, "env": service.env, "banner": await service.banner()}
+    await service.stop(timeout=30)
 
 
 async def post_example(served, *args: str) -> tuple[int, str, str]:

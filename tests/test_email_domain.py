@@ -3,13 +3,11 @@ exactly once across redelivery and `events replay`; welcome, failure, commission
 And the scheduler: each weekly report once per ISO week, and the expiring reminder."""
 
 import asyncio
-import os
-import sys
 import time
 import uuid
 
 import tokens
-from conftest import ROOT, load_event, make_event, wait_until
+from conftest import load_event, make_event, run_cli, wait_until
 from email_support import add_profile, outbox, start_email, wait_status  # noqa: F401
 
 from vibe.email.keys import EMAIL_RENDERER
@@ -40,15 +38,12 @@ async def settle_mail(service):
 
 
 async def replay(service, event_id: str) -> str:
-    env = {**os.environ, "DATABASE_URL": service.settings.db.url,
+    env = {"DATABASE_URL": service.settings.db.url,
            "VIBE_DATA_DIR": str(service.settings.data_dir), "STRIPE_WEBHOOK_SECRET": "whsec_x",
            "STRIPE_PRICE_TIERS": "price_000000000000000000000000=pro", "LOG_LEVEL": "warning"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "run.py", "events", "replay", event_id, cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
+    code, out, err = await run_cli("events", "replay", event_id, env=env)
+    assert code == 0, err
+    return out
 
 
 async def test_payment_receipt_is_sent_exactly_once_across_redelivery_and_replay(start_email):
@@ -199,4 +194,8 @@ async def test_scheduler_runs_in_the_service(start_service):
 
     await wait_until(queued)
     [row] = await emails(service, "weekly_progress")
-    await wait_status(service, row["id"], "sent")
+    assert row["user_id"] == user and row["idempotency_key"].startswith(f"weekly_progress:{user}:")
+    await wait_status(service, row["id"], "sent")  # the service's worker sent what its scheduler queued
+    assert [m for m in outbox(service) if f"{user}@example.com" in str(m["To"])]
+    await asyncio.sleep(0.3)  # several more passes of the scheduler: the week's mail is not queued again
+    assert len(await emails(service, "weekly_progress")) == 1

@@ -99,6 +99,17 @@ def test_every_module_is_in_a_package_or_one_of_the_shared_ones():
     assert not vague, vague
 
 
+def test_the_map_in_docs_architecture_names_every_module_of_every_package():
+    table = (ROOT / "docs" / "architecture.md").read_text().split("## Packages", 1)[1].split("\n\n", 2)[1]
+    rows = {line.split("|")[1].strip().strip("`").strip("/").split("/")[-1]: line.split("|")[3]
+            for line in table.splitlines()[2:]}
+    assert set(rows) == set(PACKAGES)
+    for package, listed in rows.items():
+        modules = {p.stem for p in (ROOT / "vibe" / package).glob("*.py")} - {"__init__"}
+        missing = [m for m in sorted(modules) if f"`{m}`" not in listed]
+        assert not missing, f"docs/architecture.md does not list vibe/{package}/{missing}"
+
+
 def test_plugins_and_examples_import_only_the_plugin_api():
     for path in [*(ROOT / "plugins").glob("*.py"), *(ROOT / "examples").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
@@ -145,8 +156,70 @@ def test_the_old_billing_module_names_are_forwarded_with_a_warning():
 
 def test_no_test_module_imports_from_another_and_one_free_port_serves_them_all():
     tests = ROOT / "tests"
+    free_ports = []
     for path in tests.rglob("*.py"):
         imported = top_level_imports(path)
         assert not {n for n in imported if n.startswith("test_")}, f"{path} imports a test module"
-        defines = any(isinstance(n, ast.FunctionDef) and n.name == "free_port" for n in ast.walk(ast.parse(path.read_text())))
-        assert not defines or path.name == "live_service.py", f"{path}: use live_service.free_port"
+        free_ports += [path.relative_to(tests) for n in ast.walk(ast.parse(path.read_text()))
+                       if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "free_port"]
+    assert free_ports == [Path("live_service.py")], f"one free_port, in live_service.py: {free_ports}"
+
+
+SPAWNS = {"create_subprocess_exec", "create_subprocess_shell", "Popen", "run", "call", "check_call", "check_output"}
+
+
+def test_one_live_server_helper_starts_serve_for_the_whole_suite():
+    """Only tests/live_service.py starts `python run.py serve` as a process (its LiveService);
+    every other test that needs the real entry point goes through it. (`run_cli("serve", ...)`
+    runs a serve that refuses to start, as a CLI command: it is not a live server.)"""
+    tests = ROOT / "tests"
+    starters, runners = set(), set()
+    for path in tests.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and call_name(node) in SPAWNS and any(
+                    isinstance(a, ast.Constant) and a.value == "serve" for a in node.args):
+                starters.add(str(path.relative_to(tests)))
+            if isinstance(node, ast.ClassDef) and node.name.startswith("Live"):
+                runners.add(f"{path.relative_to(tests)}:{node.name}")
+    assert starters == {"live_service.py"}, f"start serve through live_service.LiveService: {sorted(starters)}"
+    assert runners == {"live_service.py:LiveService"}, f"one live-server class: {sorted(runners)}"
+
+
+def call_name(call: ast.Call) -> str:
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+
+
+# Tests that assert nothing by the rule below on purpose, each with its reason. None today.
+ASSERT_FREE: dict[str, str] = {}
+
+
+def checks_something(test: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """An `assert`, a `pytest.raises`/`warns`/`fail`, or a call of an `assert_*`/`expect*`/`check*`
+    helper anywhere in the test's body (nested functions included: a predicate it waits on)."""
+    for node in ast.walk(test):
+        if isinstance(node, ast.Assert):
+            return True
+        if isinstance(node, ast.Call):
+            name = call_name(node)
+            if (isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == "pytest" and name in ("raises", "warns", "fail")):
+                return True
+            if name.startswith(("assert_", "expect", "check")):
+                return True
+    return False
+
+
+def test_every_test_asserts_something():
+    """A test that only runs code passes whatever that code does (waiting for a status, calling a
+    helper that happens to assert inside, is not saying what the test expects)."""
+    tests = ROOT / "tests"
+    silent = [f"{path.relative_to(tests)}:{node.lineno} {node.name}"
+              for path in sorted(tests.rglob("test_*.py"))
+              for node in ast.walk(ast.parse(path.read_text()))
+              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_")
+              and f"{path.relative_to(tests)}::{node.name}" not in ASSERT_FREE and not checks_something(node)]
+    assert not silent, "tests that assert nothing:\n" + "\n".join(silent)
+    tests_named = {f"{p.relative_to(tests)}::{n.name}" for p in tests.rglob("test_*.py")
+                   for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    assert set(ASSERT_FREE) <= tests_named, "ASSERT_FREE names a test that is gone"

@@ -4,24 +4,20 @@ import json
 
 import pytest
 from conftest import run_cli
-from live_service import LiveService
-
-from vibe.config import Settings
-from vibe.db.database import create_database
+from live_service import LiveService, open_db
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 async def live(database_url, tmp_path):
-    service = await LiveService(database_url, str(tmp_path / "var")).start()
+    service = await LiveService.on(database_url, str(tmp_path / "var")).start()
     yield service
     await service.stop()
 
 
 async def make_dead_letter(database_url: str) -> None:
-    db = create_database(Settings.from_env({"DATABASE_URL": database_url}))
-    await db.open()
+    db = await open_db(database_url)
     try:
         await db.execute("INSERT INTO stripe_events (id, type, created, livemode, payload, received_at, status, "
                          "attempts) VALUES ('evt_cli_dead', 'x.y', 1, FALSE, '{}', 1, 'dead', 8)")

@@ -35,8 +35,8 @@ async def test_an_unhandled_error_is_sent_to_sentry(aiohttp_server, database_url
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "boom_plugin.py").write_text(PLUGIN)
-    service = await LiveService(database_url, str(tmp_path / "var"), VIBE_PLUGINS_DIRS=str(plugins),
-                                SENTRY_DSN=f"http://publickey@127.0.0.1:{server.port}/1").start()
+    service = await LiveService.on(database_url, str(tmp_path / "var"), VIBE_PLUGINS_DIRS=str(plugins),
+                                   SENTRY_DSN=f"http://publickey@127.0.0.1:{server.port}/1").start()
     try:
         import aiohttp
 

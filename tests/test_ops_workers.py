@@ -1,17 +1,12 @@
 """`serve --workers 2`: both processes answer on one port; SIGTERM mid-flood loses nothing acknowledged."""
 
 import asyncio
-import json
 import signal
 
 import aiohttp
 import pytest
-from conftest import SECRET, make_event
-from live_service import LiveService
-
-from vibe.billing import signature as stripe_signature
-from vibe.config import Settings
-from vibe.db.database import create_database
+from conftest import make_event, signed
+from live_service import LiveService, open_db
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +17,7 @@ async def flood(url: str, acked: list[str], refused: list[str], stop: asyncio.Ev
         while not stop.is_set():
             n += 1
             event = make_event("customer.created", {"id": f"cus_{id(acked)}_{n}", "object": "customer"})
-            body = json.dumps(event).encode()
-            headers = {"Stripe-Signature": stripe_signature.sign(body, SECRET), "Content-Type": "application/json"}
+            body, headers = signed(event)
             try:
                 async with session.post(f"{url}/functions/v1/stripe-webhook", data=body, headers=headers) as resp:
                     if resp.status == 200:
@@ -36,8 +30,8 @@ async def flood(url: str, acked: list[str], refused: list[str], stop: asyncio.Ev
 
 
 async def test_sigterm_during_a_flood_loses_nothing_acknowledged(database_url, tmp_path):
-    service = await LiveService(database_url, str(tmp_path / "var"), "--workers", "2",
-                                "--shutdown-timeout", "10").start()
+    service = await LiveService.on(database_url, str(tmp_path / "var"), "--workers", "2",
+                                   "--shutdown-timeout", "10").start()
     pids = set()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
         for _ in range(600):  # a new connection each time: the kernel spreads them over the workers
@@ -60,8 +54,7 @@ async def test_sigterm_during_a_flood_loses_nothing_acknowledged(database_url, t
     assert code == 0, err
     assert "Traceback" not in err, err
 
-    db = create_database(Settings.from_env({"DATABASE_URL": database_url}))
-    await db.open()
+    db = await open_db(database_url)
     try:
         stored = {r["id"] for r in await db.fetchall("SELECT id FROM stripe_events")}
     finally:

@@ -2,7 +2,6 @@
 background task is stuck, says which task and where, and loses nothing it acknowledged."""
 
 import asyncio
-import json
 import logging
 import signal
 import time
@@ -12,16 +11,15 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import (
     ROOT,
-    SECRET,
     LogsAfterStop,
     make_event,
     postgres_only,
+    signed,
     stop_services,
     wait_until,
 )
-from live_service import LiveService
+from live_service import LiveService, open_db
 
-from vibe.billing import signature as stripe_signature
 from vibe.config import Settings
 from vibe.db.database import create_database
 from vibe.plugins.hookspecs import hookimpl
@@ -33,16 +31,15 @@ GRACE = 1.5
 
 
 def stuck_service(database_url: str, tmp_path, mode: str) -> LiveService:
-    return LiveService(database_url, str(tmp_path / "var"), VIBE_PLUGINS_DIRS=STUCK_DIR, STUCK_MODE=mode,
-                       STUCK_MARKER=str(tmp_path / "entered"), SHUTDOWN_GRACE_SECONDS=str(GRACE),
-                       LOG_LEVEL="info")
+    return LiveService.on(database_url, str(tmp_path / "var"), VIBE_PLUGINS_DIRS=STUCK_DIR, STUCK_MODE=mode,
+                          STUCK_MARKER=str(tmp_path / "entered"), SHUTDOWN_GRACE_SECONDS=str(GRACE),
+                          LOG_LEVEL="info")
 
 
 async def post(service: LiveService, event: dict) -> None:
-    body = json.dumps(event).encode()
+    body, headers = signed(event)
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{service.url}/functions/v1/stripe-webhook", data=body, headers={
-                "Stripe-Signature": stripe_signature.sign(body, SECRET), "Content-Type": "application/json"}) as resp:
+        async with session.post(f"{service.url}/functions/v1/stripe-webhook", data=body, headers=headers) as resp:
             assert resp.status == 200, await resp.text()
 
 
@@ -61,8 +58,7 @@ async def stop_timed(service: LiveService) -> tuple[int, str, float]:
 
 
 async def event_status(database_url: str, event_id: str) -> str:
-    db = create_database(Settings.from_env({"DATABASE_URL": database_url}))
-    await db.open()
+    db = await open_db(database_url)
     try:
         return await db.fetchval("SELECT status FROM stripe_events WHERE id = %s", (event_id,))
     finally:

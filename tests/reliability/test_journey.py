@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 import tokens
-from conftest import load_event, wait_until
+from conftest import wait_until
+from stripe_support import CUSTOMER, fixture
 
 pytestmark = pytest.mark.reliability
 
 USERS = "/functions/v1/user-management"
 ANALYTICS = "/functions/v1/analytics-tracking"
-CUSTOMER = "cus_00000000000000"
 SUBSCRIPTION = "sub_000000000000000000000000"
 
 
@@ -30,23 +30,15 @@ async def act(service, token, action, data=None):
     return resp.status, await resp.json()
 
 
-def stripe_event(name: str, created: int, **changes) -> dict:
-    event = load_event(name)
-    event["id"] = f"evt_{uuid.uuid4().hex[:24]}"
-    event["created"] = created
-    event["data"]["object"].update(changes)
-    return event
-
-
 def checkout_events(user_id: str, email: str, start: int) -> list[dict]:
     """What Stripe sends for one subscription checkout, in the order it creates them."""
     return [
-        stripe_event("customer.created", start, email=email, metadata={"user_id": user_id}),
-        stripe_event("checkout.session.completed", start + 1, mode="subscription", client_reference_id=user_id,
+        fixture("customer.created", start, email=email, metadata={"user_id": user_id}),
+        fixture("checkout.session.completed", start + 1, mode="subscription", client_reference_id=user_id,
                      subscription=SUBSCRIPTION, payment_status="paid", customer_details={"email": email}),
-        stripe_event("customer.subscription.created", start + 2, current_period_end=start + 30 * 86400),
-        stripe_event("invoice.payment_succeeded", start + 3, subscription=SUBSCRIPTION),
-        stripe_event("payment_intent.succeeded", start + 4, customer=CUSTOMER),
+        fixture("customer.subscription.created", start + 2, current_period_end=start + 30 * 86400),
+        fixture("invoice.payment_succeeded", start + 3, subscription=SUBSCRIPTION),
+        fixture("payment_intent.succeeded", start + 4, customer=CUSTOMER),
     ]
 
 
@@ -131,7 +123,7 @@ async def test_learner_journey_end_to_end(start_service, tmp_path):
     assert [(p["amount"], p["currency"]) for p in payments] == [(2000, "usd")]
 
     # Cancelled: the subscription ends, the tier drops, pro content closes.
-    cancelled = stripe_event("customer.subscription.deleted", start + 600)
+    cancelled = fixture("customer.subscription.deleted", start + 600)
     for _ in range(2):
         assert (await service.post_event(cancelled)).status == 200
     await service.settle()

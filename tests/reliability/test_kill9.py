@@ -7,15 +7,16 @@ the analytics SDKs do.
 """
 
 import asyncio
+import signal
 import uuid
 from pathlib import Path
 
 import aiohttp
 import pytest
 import tokens
-from conftest import load_event, wait_until
-from live import WRITE_KEY, LiveServer, signed
-from reliability_db import open_db, settle_stripe
+from analytics_support import WRITE_KEY
+from conftest import load_event, signed, wait_until
+from live_service import LiveService, open_db, settle_stripe
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -96,20 +97,21 @@ class Flood:
 
 
 async def test_every_acknowledged_request_takes_effect_once_after_kill_9(env):
-    server = await LiveServer({**env, "EMAIL_POLL_SECONDS": "0.05", "EMAIL_SENDING_LEASE_SECONDS": "1",
-                               "VIBE_EMAIL_SCHEDULER": "false"}).start()
-    flood = Flood(server.base)
+    server = await LiveService({**env, "ANALYTICS_WRITE_KEY": WRITE_KEY, "EMAIL_POLL_SECONDS": "0.05",
+                                "EMAIL_SENDING_LEASE_SECONDS": "1", "VIBE_EMAIL_SCHEDULER": "false"},
+                               "--shutdown-timeout", "5").start()
+    flood = Flood(server.url)
     try:
         async with aiohttp.ClientSession() as session:
             for learner in LEARNERS:  # the people the mails go to
-                async with session.post(server.base + "/functions/v1/user-management",
+                async with session.post(server.url + "/functions/v1/user-management",
                                         json={"action": "create_profile", "data": {}},
                                         headers=tokens.auth(tokens.user_token(learner))) as resp:
                     assert resp.status == 200
             clients = [asyncio.create_task(flood.client(session, w, 400)) for w in range(8)]
             while len(flood.acked_events) < 200 and not all(c.done() for c in clients):
                 await asyncio.sleep(0.005)
-            await server.kill()  # mid-flood, requests in flight
+            await server.stop(signal.SIGKILL)  # mid-flood, requests in flight
             await asyncio.gather(*clients)
             assert len(flood.acked_events) >= 200
 
@@ -120,7 +122,7 @@ async def test_every_acknowledged_request_takes_effect_once_after_kill_9(env):
                 assert await flood.webhook(session, invoice)
                 assert await flood.batch(session, n)
                 assert await flood.mail(session, n)
-        db = await open_db(env)
+        db = await open_db(env["DATABASE_URL"])
         try:
             await settle_stripe(db)  # the restarted server's workers finish what was stored
 
@@ -134,7 +136,7 @@ async def test_every_acknowledged_request_takes_effect_once_after_kill_9(env):
     finally:
         await server.stop()
 
-    db = await open_db(env)
+    db = await open_db(env["DATABASE_URL"])
     try:
         stored = {r["id"]: r["status"] for r in await db.fetchall("SELECT id, status FROM stripe_events")}
         assert flood.acked_events <= set(stored), "acknowledged Stripe events were lost"

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 import tokens
-from live import LiveServer
+from analytics_support import WRITE_KEY
+from live_service import LiveService
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -20,12 +21,13 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 async def test_schemathesis_finds_no_server_error(env, tmp_path):
     # Configured as in .ci/run: without EMAIL_WEBHOOK_SECRET the delivery-event endpoint answers a
     # deliberate 503 `webhook_not_configured`.
-    server = await LiveServer({**env, "DASHBOARD_PASSWORD": "fuzz-dashboard", "RATE_LIMIT_ANONYMOUS": "1000000",
-                               "RATE_LIMITS": "admin=1000000",
-                               "EMAIL_WEBHOOK_SECRET": "whsec_Y2ktZnV6ei1lbWFpbC13ZWJob29rLXNlY3JldCEh"}).start()
+    server = await LiveService({**env, "ANALYTICS_WRITE_KEY": WRITE_KEY, "DASHBOARD_PASSWORD": "fuzz-dashboard",
+                                "RATE_LIMIT_ANONYMOUS": "1000000", "RATE_LIMITS": "admin=1000000",
+                                "EMAIL_WEBHOOK_SECRET": "whsec_Y2ktZnV6ei1lbWFpbC13ZWJob29rLXNlY3JldCEh"},
+                               "--shutdown-timeout", "5").start()
     try:
         proc = await asyncio.create_subprocess_exec(
-            shutil.which("schemathesis"), "run", f"{server.base}/openapi.json",
+            shutil.which("schemathesis"), "run", f"{server.url}/openapi.json",
             "--checks", "not_a_server_error", "--max-examples", "25", "--workers", "1", "--seed", "7",
             "-H", f"Authorization: Bearer {tokens.admin_token('fuzz-admin')}",
             cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

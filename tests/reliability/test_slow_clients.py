@@ -8,7 +8,8 @@ import time
 import aiohttp
 import pytest
 import tokens
-from live import WRITE_KEY, LiveServer
+from analytics_support import WRITE_KEY
+from live_service import LiveService
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -38,7 +39,8 @@ async def closed_by_server(reader: asyncio.StreamReader, timeout: float) -> bool
 
 
 async def test_slow_and_big_clients_do_not_starve_the_others(env):
-    server = await LiveServer({**env, "HTTP_KEEPALIVE_SECONDS": str(KEEPALIVE)}).start()
+    server = await LiveService({**env, "ANALYTICS_WRITE_KEY": WRITE_KEY, "HTTP_KEEPALIVE_SECONDS": str(KEEPALIVE)},
+                               "--shutdown-timeout", "5").start()
     conns: list[asyncio.StreamWriter] = []
     try:
         # 300 connections that never send a byte, and 5 that drip their headers a byte at a time.
@@ -59,24 +61,24 @@ async def test_slow_and_big_clients_do_not_starve_the_others(env):
         statuses = []
         async with aiohttp.ClientSession() as session:
             for i in range(40):
-                async with session.post(server.base + EVENT, headers={"X-Write-Key": WRITE_KEY},
+                async with session.post(server.url + EVENT, headers={"X-Write-Key": WRITE_KEY},
                                         json={"event": "Still served", "user_id": "u1", "message_id": f"m{i}"}) as resp:
                     statuses.append(resp.status)
             assert statuses == [200] * 40
 
             # Big bodies: refused with 413 before anything is stored.
             big = b"{" + b" " * (2 * 1024 * 1024) + b"}"  # sent as a stream (io.BytesIO)
-            async with session.post(server.base + "/functions/v1/stripe-webhook", data=io.BytesIO(big),
+            async with session.post(server.url + "/functions/v1/stripe-webhook", data=io.BytesIO(big),
                                     headers={"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=0"}) as r:
                 assert r.status == 413 and (await r.json())["error"]["code"] == "payload_too_large"
-            async with session.post(server.base + EVENT, data=io.BytesIO(big), headers={"X-Write-Key": WRITE_KEY,
+            async with session.post(server.url + EVENT, data=io.BytesIO(big), headers={"X-Write-Key": WRITE_KEY,
                                                                             "Content-Type": "application/json"}) as r:
                 assert r.status == 413
             # Huge and numerous headers: refused by the parser.
-            async with session.get(server.base + "/health", headers={"X-Big": "a" * 20000}) as r:
+            async with session.get(server.url + "/health", headers={"X-Big": "a" * 20000}) as r:
                 assert r.status in (400, 431)
             many = {f"X-H{i}": "1" for i in range(200)}
-            async with session.get(server.base + "/health", headers=many) as r:
+            async with session.get(server.url + "/health", headers=many) as r:
                 assert r.status in (400, 431)
 
         # Idle and header-dripping connections are closed after the keep-alive timeout.
@@ -89,11 +91,11 @@ async def test_slow_and_big_clients_do_not_starve_the_others(env):
         await asyncio.gather(*drippers, return_exceptions=True)
 
         async with aiohttp.ClientSession() as session:
-            async with session.get(server.base + "/health") as resp:
+            async with session.get(server.url + "/health") as resp:
                 assert resp.status == 200
             params = {"name": "Still served"}
             headers = tokens.auth(tokens.service_token())
-            async with session.get(server.base + "/functions/v1/analytics-tracking/metrics", params=params,
+            async with session.get(server.url + "/functions/v1/analytics-tracking/metrics", params=params,
                                    headers=headers) as resp:
                 body = await resp.json()
                 assert resp.status == 200 and sum(b["count"] for b in body["series"]) == 40
