@@ -6,8 +6,10 @@
 
 The secret defaults to STRIPE_WEBHOOK_SECRET, else the one `python run.py serve` generated in
 VIBE_DATA_DIR (./var). `--fresh` gives the event a new id and `created`, so the same file can be
-posted many times as distinct events. Only the standard library is used, so this script can be
-copied anywhere.
+posted many times as distinct events. `--user USER_ID` names the platform's user the way the
+checkout page does (the session's `client_reference_id`, and `metadata.user_id`); the events in
+examples/stripe/ are one customer's checkout, subscription and first invoice, for the README's
+quick start. Only the standard library is used, so this script can be copied anywhere.
 """
 
 import argparse
@@ -41,13 +43,20 @@ def main() -> int:
     parser.add_argument("--url", default="http://127.0.0.1:8080/functions/v1/stripe-webhook")
     parser.add_argument("--secret", default=default_secret())
     parser.add_argument("--fresh", action="store_true", help="new event id and created time")
+    parser.add_argument("--user", metavar="USER_ID", help="the user the event's object belongs to")
     args = parser.parse_args()
     if not args.secret:
         parser.error("no secret: pass --secret or set STRIPE_WEBHOOK_SECRET")
     payload = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-    if args.fresh:
+    if args.fresh or args.user:
         event = json.loads(payload)
-        event.update(id=f"evt_{uuid.uuid4().hex[:24]}", created=int(time.time()))
+        if args.fresh:
+            event.update(id=f"evt_{uuid.uuid4().hex[:24]}", created=int(time.time()))
+        if args.user:
+            obj = event["data"]["object"]
+            obj["metadata"] = {**(obj.get("metadata") or {}), "user_id": args.user}
+            if obj.get("object") == "checkout.session":
+                obj["client_reference_id"] = args.user
         payload = json.dumps(event).encode()
     request = urllib.request.Request(args.url, data=payload, method="POST", headers={
         "Content-Type": "application/json; charset=utf-8",

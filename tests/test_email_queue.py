@@ -2,6 +2,7 @@
 and the outbox sender writing real mail; GET shows status and history."""
 
 import asyncio
+import json
 
 import tokens
 from email_support import (  # noqa: F401
@@ -165,3 +166,26 @@ async def test_an_outbox_that_cannot_be_written_fails_the_attempt_and_the_retry_
     assert sent["attempts"] >= 2
     [mail] = outbox(service)
     assert mail["Subject"] == "Your receipt: $1.00 paid" and not list(folder.glob("*.tmp"))
+
+
+async def test_email_list_shows_the_queue_newest_first_and_filters_it(start_email, env):
+    from conftest import run_cli
+
+    service = await start_email()
+    ada, bob = await add_profile(service.db), await add_profile(service.db)
+    first = (await (await queue(service, ada, "welcome")).json())["id"]
+    await wait_status(service, first, "sent")
+    second = (await (await queue(service, bob, "payment_confirmation", {"amount": 100, "currency": "eur"})).json())["id"]
+    await wait_status(service, second, "sent")
+
+    code, out, err = await run_cli("email", "list", env=env)
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [(r[0], r[3], r[4], r[5]) for r in rows] == [
+        (str(second), "sent", "payment_confirmation", f"{bob}@example.com"), (str(first), "sent", "welcome", f"{ada}@example.com")]
+    code, out, _ = await run_cli("email", "list", "--user", ada, "--json", env=env)
+    assert code == 0 and [(m["id"], m["type"], m["user_id"]) for m in json.loads(out)] == [(first, "welcome", ada)]
+    code, out, _ = await run_cli("email", "list", "--status", "dead", "--json", env=env)
+    assert (code, json.loads(out)) == (0, [])
+    code, _, err = await run_cli("email", "list", "--status", "lost", env=env)
+    assert code == 2 and "invalid choice" in err

@@ -60,13 +60,13 @@ async def test_statuses_decide_whether_the_tier_is_granted(service):
         assert (user["tier"], user["subscription_status"]) == (tier, status)
 
 
-async def test_unmapped_price_fails_loudly_and_is_retried(start_service):
+async def test_unmapped_price_fails_loudly_and_waits_for_configuration(start_service):
     service = await start_service(STRIPE_PRICE_TIERS="", STRIPE_MAX_ATTEMPTS="2")
     await link_user(service)
     event = fixture("customer.subscription.created", created=1_700_000_100)
     await service.deliver(event)
-    row = await service.wait_status(event["id"], "dead")
-    assert row["attempts"] == 2 and "no tier for price" in row["last_error"]
+    row = await service.wait_status(event["id"], "failed")  # not retried into the dead letter
+    assert row["attempts"] == 0 and row["next_attempt_at"] is None and "no tier for price" in row["last_error"]
     assert (await service.user("user-1"))["tier"] == "free"
 
 

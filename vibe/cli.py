@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 from typing import Any, AsyncIterator, Sequence
 
@@ -72,11 +73,17 @@ def build_parser(pm) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description="vibe: billing, users, analytics and email.")
     parser.add_argument("--version", action="version", version=f"vibe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = sub.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to finish in-flight work")
-    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port (reuse_port)")
+    serve = sub.add_parser("serve", help="run the HTTP service",
+                           description="Run the HTTP service until SIGTERM or Ctrl-C. PUBLIC_URL, when unset, "
+                                       "is the address it listens on.")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8080,
+                       help="port to listen on; 0 lets the system choose (default: %(default)s)")
+    serve.add_argument("--shutdown-timeout", type=float, default=30.0,
+                       help="seconds in-flight requests get to finish at a stop (default: %(default)s)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes sharing the one listening socket; one per core (default: %(default)s)")
     serve.set_defaults(func=cmd_serve)
     mig = sub.add_parser("migrate", help="apply the sql/ migrations")
     mig.add_argument("--json", action="store_true")
@@ -99,7 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args = build_parser(pm).parse_args(argv)
     try:
-        return int(args.func(args, settings) or 0)
+        code = int(args.func(args, settings) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`... | head -1`): what is left goes nowhere, quietly (the Python
+        # docs' recipe, library/signal.html); 141 is what a shell reports for a SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ConfigError, PluginError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -33,10 +33,13 @@ from vibe.variables import (
 )
 from vibe.web.settings import WebSettings
 
-__all__ = ["TIERS", "VARIABLES", "ConfigError", "Settings", "ensure_webhook_secret", "markdown_table"]
+__all__ = ["TIERS", "VARIABLES", "ConfigError", "Settings", "ensure_jwt_secret", "ensure_webhook_secret",
+           "markdown_table"]
 
 ENVIRONMENTS = ("development", "test", "production")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Secrets that development generates and keeps in the data folder when none is configured.
+WEBHOOK_SECRET_FILE, JWT_SECRET_FILE = "stripe_webhook_secret", "supabase_jwt_secret"
 
 # The concerns' settings, in the order check-config and the README show them.
 CONCERNS = {"db": DbSettings, "billing": BillingSettings, "web": WebSettings, "users": UsersSettings,
@@ -62,7 +65,8 @@ class Settings:
         "VIBE_DATA_DIR", Path("var"), "local data: SQLite file, generated webhook secret, email outbox",
         parse=lambda raw: data_dir({"VIBE_DATA_DIR": raw}), default_text="`./var`")
     public_url: str = setting("PUBLIC_URL", "http://127.0.0.1:8080", "the service's public base address, for "
-                              "links in mail and pages", parse=base_url)
+                              "links in mail and pages", parse=base_url,
+                              default_text="the address `serve` listens on")
     plugin_dirs: tuple[str, ...] = setting("VIBE_PLUGINS_DIRS", (), "extra plugin folders, separated by `:`",
                                            sep=os.pathsep)
     disabled_plugins: tuple[str, ...] = setting("VIBE_DISABLE_PLUGINS", (),
@@ -100,6 +104,22 @@ def markdown_table() -> str:
     return "\n".join(lines[1:]) + "\n"
 
 
+def _kept_secret(settings: Settings, filename: str, make) -> str:
+    """The secret kept in the data folder under `filename`, created (owner-only) on first use."""
+    path = settings.data_dir / filename
+    if path.exists():
+        return path.read_text().strip()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secret = make()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process (a `token` beside `serve`) made it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    return secret
+
+
 def ensure_webhook_secret(settings: Settings) -> tuple[Settings, bool]:
     """With no STRIPE_WEBHOOK_SECRET, load (or create once) a secret kept in the data folder.
 
@@ -107,14 +127,18 @@ def ensure_webhook_secret(settings: Settings) -> tuple[Settings, bool]:
     """
     if settings.billing.webhook_secrets:
         return settings, False
-    path = settings.data_dir / "stripe_webhook_secret"
-    if path.exists():
-        secret = path.read_text().strip()
-    else:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        secret = "whsec_" + secrets.token_hex(24)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secret + "\n")
+    secret = _kept_secret(settings, WEBHOOK_SECRET_FILE, lambda: "whsec_" + secrets.token_hex(24))
     billing = dataclasses.replace(settings.billing, webhook_secrets=(secret,))
     return dataclasses.replace(settings, billing=billing), True
+
+
+def ensure_jwt_secret(settings: Settings) -> tuple[Settings, bool]:
+    """In development, with neither SUPABASE_JWT_SECRET nor a JWKS to check tokens against, load
+    (or create once) an HS256 secret kept in the data folder, so that `python run.py token` makes
+    tokens the local service accepts. Production and a configured Supabase project are left as
+    they are. Returns the settings to use and whether the secret is the generated one."""
+    if settings.web.supabase_jwt_secret or settings.web.supabase_jwks_url or settings.env == "production":
+        return settings, False
+    secret = _kept_secret(settings, JWT_SECRET_FILE, lambda: secrets.token_urlsafe(48))
+    web = dataclasses.replace(settings.web, supabase_jwt_secret=secret)
+    return dataclasses.replace(settings, web=web), True

@@ -132,12 +132,20 @@ def write_key_matches(settings, key: str) -> bool:
     return bool(settings.analytics.write_key) and hmac.compare_digest(key.encode(), settings.analytics.write_key.encode())
 
 
+def write_key_refusal(settings, sent: str) -> str:
+    """Why a write key (`sent` names where it came) is refused: wrong, or none is configured."""
+    if not settings.analytics.write_key:
+        return (f"{sent} is not accepted: this service has no ANALYTICS_WRITE_KEY. Send a service-role or "
+                "user token (Authorization: Bearer) instead, or ask its operator to set ANALYTICS_WRITE_KEY.")
+    return f"{sent} does not match ANALYTICS_WRITE_KEY."
+
+
 async def sender_of(request: web.Request) -> Sender:
     """Write key (X-Write-Key) or service token: server; user token: that user; else anonymous."""
     key = request.headers.get("X-Write-Key")
     if key is not None:
         if not write_key_matches(request.app[SETTINGS], key):
-            raise ApiError(401, "invalid_write_key", "The X-Write-Key header does not match ANALYTICS_WRITE_KEY.")
+            raise ApiError(401, "invalid_write_key", write_key_refusal(request.app[SETTINGS], "The X-Write-Key header"))
         return Sender("server")
     principal = await principal_of(request)
     if principal.role == "service":

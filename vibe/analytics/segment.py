@@ -21,11 +21,17 @@ from typing import Any
 
 from aiohttp import web
 
-from vibe.analytics.ingest import ingest, parse_json, read_body, write_key_matches
+from vibe.analytics.ingest import (
+    ingest,
+    parse_json,
+    read_body,
+    write_key_matches,
+    write_key_refusal,
+)
 from vibe.analytics.keys import ANALYTICS
 from vibe.analytics.model import EventInvalid, Sender, parse_time
-from vibe.keys import SETTINGS
 from vibe.analytics.schemas import TIME
+from vibe.keys import SETTINGS
 from vibe.web.errors import ApiError
 from vibe.web.validation import Field, Shape, problems_of
 
@@ -102,7 +108,9 @@ async def batch(request: web.Request) -> web.Response:
             raise ApiError(400, "invalid_batch", f"'batch' must be a list of at most {MAX_MESSAGES} messages.")
     key = basic_user(request.headers.get("Authorization")) or body.get("writeKey")
     if not isinstance(key, str) or not write_key_matches(request.app[SETTINGS], key):
-        raise ApiError(401, "invalid_write_key", "Send the write key as the Basic-auth user or as writeKey.")
+        configured = bool(request.app[SETTINGS].analytics.write_key)
+        raise ApiError(401, "invalid_write_key", "Send the write key as the Basic-auth user or as writeKey."
+                       if configured else write_key_refusal(request.app[SETTINGS], "A write key"))
     try:
         sent_at = parse_time(body["sentAt"], "sentAt") if body.get("sentAt") is not None else None
     except EventInvalid as exc:

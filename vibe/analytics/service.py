@@ -34,6 +34,7 @@ from vibe.keys import DB, PLUGINS, SETTINGS
 from vibe.ops import health
 from vibe.users.keys import QUERY_CACHE
 from vibe.web.errors import ApiError
+from vibe.web.validation import name_once
 
 PREFIX = "/functions/v1/analytics-tracking"
 
@@ -84,7 +85,7 @@ async def track(request: web.Request) -> web.Response:
     if not stored:
         first = results[0]
         if not is_batch:
-            raise ApiError(400, "invalid_event", f"{first['field']}: {first['message']}", details=first)
+            raise ApiError(400, "invalid_event", name_once(first["field"], first["message"]), details=first)
         raise ApiError(400, "invalid_events", "No event in the batch is valid.", details=results)
     counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
     return web.json_response({**counts, "results": results})

@@ -7,7 +7,10 @@ event's handler in a savepoint of the batch's transaction together with the upda
 event's status: the effects and the status commit together, exactly once.
 
 A failing handler rolls back only its own event, which is marked `failed` with the error and
-retried with exponential backoff and full jitter; after STRIPE_MAX_ATTEMPTS it is `dead`.
+retried with exponential backoff and full jitter; after STRIPE_MAX_ATTEMPTS it is `dead`. An
+event that needs configuration (`ConfigurationNeeded`: a price that maps to no tier) is `failed`
+with a note naming the setting and no next attempt: no retry on a timer can fix it, so it waits,
+outside the count of attempts, for `events replay --failed` after the operator fixes the setting.
 Since all state is in the table, a restart resumes where the last process stopped.
 """
 
@@ -26,7 +29,7 @@ import pluggy
 
 from vibe.billing.outcomes import EventOutcome, WaitForCustomer
 from vibe.billing.registry import Handler
-from vibe.billing.state import type_rank
+from vibe.billing.state import ConfigurationNeeded, type_rank
 from vibe.config import Settings
 from vibe.db.database import Database, DatabaseUnavailable, Transaction, rows_source
 from vibe.plugins.context import StripeEventContext
@@ -35,6 +38,7 @@ from vibe.web.shutdown import wait_event
 log = logging.getLogger(__name__)
 
 DUE_STATUSES = ("pending", "failed", "waiting")
+NEEDS_CONFIGURATION = "needs configuration"  # how the note of such an event starts
 
 
 class Dispatcher:
@@ -47,7 +51,11 @@ class Dispatcher:
         self.batch_size = batch_size
         self._wake = asyncio.Event()
         self._stopping = False
+        # Since start, in this process: events that ended `processed`, and events run (attempts,
+        # whatever their outcome) and how many of those failed (transient or configuration).
         self.processed = 0
+        self.attempts = 0
+        self.failed_attempts = 0
 
     def wake(self) -> None:
         """New work was stored: look now rather than at the next poll."""
@@ -127,9 +135,16 @@ class Dispatcher:
                 # the next event waits on rows another transaction holds (a deadlock).
                 await tx.flush_collected()
             _defer_status_updates(tx, updates)
-        self.processed += len(rows)
+        self._count(updates)
         await self._wake_linked(customers)
         return len(rows)
+
+    def _count(self, updates: list[tuple]) -> None:
+        """After COMMIT: what the committed status updates (`_UPDATE`'s parameters) say."""
+        statuses = [update[0] for update in updates]
+        self.attempts += len(statuses)
+        self.processed += statuses.count("processed")
+        self.failed_attempts += sum(s in ("failed", "dead") for s in statuses)
 
     async def _wake_linked(self, customers: set[str]) -> None:
         """After COMMIT: events waiting for a customer that is now linked become due.
@@ -161,7 +176,9 @@ class Dispatcher:
                     continue
                 row["attempts"] = 0  # a replay gets a fresh set of attempts
                 customers: set[str] = set()
-                _defer_status_updates(tx, [await self._run(tx, row, customers, isolated=True)])
+                updates = [await self._run(tx, row, customers, isolated=True)]
+                _defer_status_updates(tx, updates)
+            self._count(updates)
             await self._wake_linked(customers)
             out.append(await self.db.fetchone("SELECT * FROM stripe_events WHERE id = %s", (event_id,)))
         return out
@@ -205,8 +222,12 @@ class Dispatcher:
             return "waiting", str(exc), None, now + recheck, exc.customer_id, attempts
         if isinstance(exc, EventOutcome):
             return exc.status, str(exc) or None, None, None, None, attempts
-        attempts += 1  # the handler failed: retry later, from the stored row
         error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
+        if isinstance(exc, ConfigurationNeeded):  # no retry can fix it: no next attempt, no count
+            note = f"{NEEDS_CONFIGURATION} ({exc.setting}): {exc} (then: python run.py events replay --failed)"
+            log.error("stripe event %s (%s) %s", row["id"], row["type"], note)
+            return "failed", note, error, None, None, attempts
+        attempts += 1  # the handler failed: retry later, from the stored row
         if attempts >= self.settings.billing.max_attempts:
             log.error("stripe event %s (%s) dead after %d attempts: %s", row["id"], row["type"], attempts, error)
             return "dead", None, error, None, None, attempts

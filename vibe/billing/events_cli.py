@@ -15,7 +15,8 @@ from vibe.plugins.hookspecs import hookimpl
 from vibe.plugins.host import build_plugin_manager
 
 STATUSES = ("pending", "processed", "ignored", "skipped", "stale", "waiting", "failed", "dead")
-LIST_COLUMNS = "id, type, created, livemode, account, status, attempts, received_at, last_error, note"
+LIST_COLUMNS = "id, type, created, livemode, account, status, attempts, received_at, next_attempt_at, last_error, note"
+REASON_WIDTH = 120  # the table's reason line
 
 
 def _when(ts) -> str:
@@ -48,6 +49,26 @@ async def event_stats(db) -> dict:
     return {"by_status": by_status, "by_type": by_type}
 
 
+def reason(row: dict) -> str | None:
+    """Why an event ended as it did, on one line: for a status other than `processed`, its note
+    (why it is ignored, waiting, stale, needs configuration) or else its error's last line, with
+    when it is tried next for a failure the dispatcher retries."""
+    if row["status"] == "processed":
+        return None
+    error_lines = (row["last_error"] or "").strip().splitlines()
+    text = row["note"] or (error_lines[-1] if error_lines else None)
+    if not text:
+        return None
+    if row["status"] == "failed" and row.get("next_attempt_at") and not row["note"]:
+        text += f" (next try {_when(row['next_attempt_at'])})"
+    return text
+
+
+def _short(text: str, width: int = REASON_WIDTH) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def _decode(row: dict) -> dict:
     row = dict(row)
     row["livemode"] = bool(row["livemode"])
@@ -61,15 +82,15 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         async with open_database(settings) as db:
             return await list_events(db, args.status, args.type, args.limit)
 
-    rows = [_decode(r) for r in asyncio.run(run())]
+    rows = [{**_decode(r), "reason": reason(r)} for r in asyncio.run(run())]
     if args.json:
         print_json(rows)
         return 0
     print(f"{'received (UTC)':19}  {'status':9}  {'tries':>5}  {'type':34}  id")
     for r in rows:
         print(f"{_when(r['received_at']):19}  {r['status']:9}  {r['attempts']:>5}  {r['type'][:34]:34}  {r['id']}")
-        if r["last_error"]:
-            print(f"{'':40}error: {r['last_error'].splitlines()[-1][:120]}")
+        if r["reason"]:
+            print(f"{'':40}{'note' if r['note'] else 'error'}: {_short(r['reason'])}")
     return 0
 
 

@@ -5,19 +5,22 @@ inbox's group committer and the dispatcher's loops (one `cleanup_ctx`), and regi
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from vibe.billing import webhook
-from vibe.billing.dispatcher import Dispatcher
+from vibe.billing.dispatcher import NEEDS_CONFIGURATION, Dispatcher
 from vibe.billing.inbox import store_events
 from vibe.billing.keys import DISPATCHER, STRIPE_HANDLERS, STRIPE_INBOX
 from vibe.billing.registry import collect_stripe_handlers
 from vibe.db.groupcommit import GroupCommitter
 from vibe.keys import DB, PLUGINS, SETTINGS, SHUTDOWN
 from vibe.ops import health
+
+_SETTING = re.compile(re.escape(NEEDS_CONFIGURATION) + r" \(([A-Z0-9_]+)\)")
 
 
 async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -44,18 +47,38 @@ async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def stripe_probe(app: web.Application) -> dict[str, Any]:
+    """Events by status; degraded by dead events and by events that need configuration (failed
+    with no next attempt, see the dispatcher). `processed` counts the events this process took
+    to `processed` since it started; `attempts` and `failed_attempts` count its runs of events."""
     rows = await app[DB].fetchall(
-        "SELECT status, COUNT(*) AS n FROM stripe_events "
-        "WHERE status IN ('pending', 'failed', 'waiting', 'dead') GROUP BY status"
+        "SELECT status, next_attempt_at IS NULL AS parked, COUNT(*) AS n FROM stripe_events "
+        "WHERE status IN ('pending', 'failed', 'waiting', 'dead') GROUP BY status, next_attempt_at IS NULL"
     )
     counts = {"pending": 0, "failed": 0, "waiting": 0, "dead": 0}
-    counts.update({r["status"]: int(r["n"]) for r in rows})
-    out = {"status": "degraded" if counts["dead"] else "healthy", "events": counts,
-            "processed": app[DISPATCHER].processed,
-            "queues": {"stripe_pending": counts["pending"] + counts["failed"] + counts["waiting"],
-                       "stripe_dead": counts["dead"], "stripe_inbox_batcher": app[STRIPE_INBOX].depth}}
+    configuration = 0
+    for r in rows:
+        counts[r["status"]] += int(r["n"])
+        if r["status"] == "failed" and r["parked"]:
+            configuration += int(r["n"])
+    dispatcher = app[DISPATCHER]
+    out = {"status": "degraded" if counts["dead"] or configuration else "healthy", "events": counts,
+           "processed": dispatcher.processed, "attempts": dispatcher.attempts,
+           "failed_attempts": dispatcher.failed_attempts, "needs_configuration": configuration,
+           # the events the dispatcher will still take up (not those waiting for the operator)
+           "queues": {"stripe_pending": counts["pending"] + counts["failed"] + counts["waiting"] - configuration,
+                      "stripe_dead": counts["dead"], "stripe_inbox_batcher": app[STRIPE_INBOX].depth}}
+    errors = []
+    if configuration:
+        notes = await app[DB].fetchall(
+            "SELECT DISTINCT note FROM stripe_events WHERE status = 'failed' AND next_attempt_at IS NULL LIMIT 20")
+        names = sorted({m.group(1) for r in notes if (m := _SETTING.match(r["note"] or ""))})
+        errors.append(f"{configuration} {'event needs' if configuration == 1 else 'events need'} configuration"
+                      f"{' (' + ', '.join(names) + ')' if names else ''}: python run.py events list "
+                      "--status failed, fix the setting, restart, then python run.py events replay --failed")
     if counts["dead"]:
-        out["error"] = f"{counts['dead']} dead event(s): python run.py events list --status dead"
+        errors.append(f"{counts['dead']} dead event(s): python run.py events list --status dead")
+    if errors:
+        out["error"] = "; ".join(errors)
     return out
 
 

@@ -19,7 +19,20 @@ GRANTING = ("active", "trialing", "past_due")  # statuses that keep the paid tie
 
 
 class BillingError(Exception):
-    """The event cannot be applied as it is (configuration or data); it is retried, then dead."""
+    """The event cannot be applied as it is (its data); it is retried, then dead."""
+
+
+class ConfigurationNeeded(BillingError):
+    """The event cannot be applied until the operator changes `setting` (and restarts).
+
+    The dispatcher marks it `failed` with the reason and no next attempt: it is not retried on
+    a timer and does not count toward STRIPE_MAX_ATTEMPTS; `events replay --failed` applies it
+    once the setting is fixed.
+    """
+
+    def __init__(self, message: str, *, setting: str):
+        super().__init__(message)
+        self.setting = setting
 
 
 def type_rank(event_type: str) -> int:
@@ -171,7 +184,7 @@ def tier_for_price(price: dict | None, settings: Settings) -> str:
         return tier
     lookup = str(price.get("lookup_key") or "").lower()
     for name in TIERS:
-        if lookup == name or lookup.startswith(name + "_") or lookup.startswith(name + "-"):
+        if lookup == name or lookup.startswith((name + "_", name + "-")):
             return name
     product = price.get("product")
     product_id = product.get("id") if isinstance(product, dict) else product
@@ -182,9 +195,17 @@ def tier_for_price(price: dict | None, settings: Settings) -> str:
     for key in (price.get("id"), product_id):
         if key and key in settings.billing.price_tiers:
             return settings.billing.price_tiers[key]
-    raise BillingError(
-        f"no tier for price {price.get('id')!r} (product {product_id!r}): set the price's "
-        "metadata.tier, a lookup_key such as pro_monthly, or STRIPE_PRICE_TIERS"
+    price_id = price.get("id")
+    if not (price_id or product_id):  # no price at all: the event's data, not the configuration
+        raise BillingError("no tier: the subscription names no price or product")
+    named = [str((obj.get("metadata") or {}).get("tier")) for obj in (price, product)
+             if isinstance(obj, dict) and (obj.get("metadata") or {}).get("tier")]
+    unknown = f"; metadata.tier {named[0]!r} is not one of {', '.join(TIERS)}" if named else ""
+    raise ConfigurationNeeded(
+        f"no tier for price {price_id!r} (product {product_id!r}){unknown}: set "
+        f"STRIPE_PRICE_TIERS={price_id or product_id}=TIER (TIER one of {', '.join(TIERS)}; several "
+        "comma-separated), or the price's metadata.tier, or a lookup_key such as pro_monthly",
+        setting="STRIPE_PRICE_TIERS",
     )
 
 

@@ -1,4 +1,4 @@
-"""`python run.py email preview|retry|run-schedule`: the email queue, for people and operators."""
+"""`python run.py email list|preview|retry|run-schedule`: the email queue, for people and operators."""
 
 from __future__ import annotations
 
@@ -110,10 +110,55 @@ def cmd_run_schedule(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+LIST_COLUMNS = "id, created_at, status, type, recipient, user_id, attempts, sent_at, last_error"
+STATUSES = ("queued", "sending", "sent", "failed", "dead", "suppressed", "delivered", "bounced", "complained")
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    where, params = [], []
+    for column, value in (("status", args.status), ("user_id", args.user), ("type", args.type)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            params.append(value)
+    sql = (f"SELECT {LIST_COLUMNS} FROM email_messages {'WHERE ' + ' AND '.join(where) if where else ''} "
+           "ORDER BY id DESC LIMIT %s")
+
+    async def run():
+        async with open_database(settings) as db:
+            return await db.fetchall(sql, (*params, args.limit))
+
+    rows = asyncio.run(run())
+    if args.json:
+        print_json(rows)
+        return 0
+    print(f"{'id':>6}  {'queued (UTC)':19}  {'status':10}  {'type':22}  recipient")
+    for r in rows:
+        queued = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["created_at"]))
+        print(f"{r['id']:>6}  {queued:19}  {r['status']:10}  {r['type'][:22]:22}  {r['recipient']}")
+        if r["last_error"] and r["status"] != "sent":
+            print(f"{'':8}error: {r['last_error'].splitlines()[-1][:120]}")
+    return 0
+
+
+def _limit(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 10000:
+        raise argparse.ArgumentTypeError("expected 1 to 10000")
+    return value
+
+
 @hookimpl
 def register_cli_commands(subparsers):
-    email = subparsers.add_parser("email", help="preview templates, requeue dead mail, run the schedule")
+    email = subparsers.add_parser("email", help="list the queue, preview templates, requeue dead mail, run the "
+                                  "schedule")
     sub = email.add_subparsers(dest="email_command", required=True, metavar="ACTION")
+    p = sub.add_parser("list", help="queued and sent mail, newest first")
+    p.add_argument("--status", choices=STATUSES, help="only this status")
+    p.add_argument("--user", metavar="USER_ID", help="only this user's mail")
+    p.add_argument("--type", metavar="TYPE", help="only this template")
+    p.add_argument("--limit", type=_limit, default=50, help="at most this many (default: %(default)s)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
     p = sub.add_parser("preview", help="render one template for a person to look at")
     p.add_argument("type", metavar="TYPE")
     p.add_argument("--data", help="the template's data as JSON (default: the template's sample)")

@@ -2,10 +2,11 @@
 
     python run.py dashboard                 one view: each function's status, latency, HTTP code
     python run.py monitor [--count N]       the same view every CHECK_INTERVAL seconds
-    python run.py check all|FUNCTION        a one-line verdict per function
+    python run.py check all|FUNCTION        a one-line verdict per function (an unknown name: exit 2)
     python run.py test FUNCTION N           N requests to the function's health endpoint
     python run.py report [--format md|json] [--output FILE]
                                             error rates, latency percentiles, slowest routes, queues
+                                            (default FILE: vibe-health-report.md in VIBE_DATA_DIR)
 
 Exit status: 0 healthy, 1 degraded, 2 unhealthy or unreachable (the monitoring convention).
 """
@@ -16,7 +17,9 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -123,8 +126,20 @@ def cmd_monitor(args: argparse.Namespace, settings) -> int:
     return EXIT[status]
 
 
+def unknown_function(view: dict, name: str, *, all_too: bool) -> bool:
+    """Say so (one line) when the service answered and has no function `name` (`all` being one
+    when `all_too`)."""
+    known = (["all"] if all_too else []) + sorted((view["health"] or {}).get("functions") or {})
+    if len(known) <= all_too or name in known:  # unknowable when unreachable
+        return False
+    print(f"error: no function named {name!r}; valid names: {', '.join(known)}", file=sys.stderr)
+    return True
+
+
 def cmd_check(args: argparse.Namespace, settings) -> int:
     view = asyncio.run(survey(args.url, None if args.target == "all" else args.target))
+    if unknown_function(view, args.target, all_too=True):
+        return 2
     console = Console()
     for row in view["functions"]:
         console.print(f"{row['function']:<22} [{STYLE[row['status']]}]{row['status']:<10}[/] "
@@ -147,6 +162,8 @@ async def hammer(url: str, n: int, progress: Progress | None) -> list[tuple[int,
 
 
 def cmd_test(args: argparse.Namespace, settings) -> int:
+    if unknown_function(asyncio.run(survey(args.url, args.function)), args.function, all_too=False):
+        return 2
     url = f"{args.url.rstrip('/')}/functions/v1/{args.function}/health"
     console = Console()
     with Progress(TextColumn(f"{args.function}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -167,10 +184,10 @@ def cmd_test(args: argparse.Namespace, settings) -> int:
 def cmd_report(args: argparse.Namespace, settings) -> int:
     report = asyncio.run(monitor_report.build(args.url))
     text = json.dumps(report, indent=2) if args.format == "json" else monitor_report.markdown(report)
-    output = args.output or f"vibe-health-report.{'json' if args.format == 'json' else 'md'}"
-    with open(output, "w", encoding="utf-8") as fh:
-        fh.write(text + "\n")
-    print(f"{report['status']}: report written to {output}")
+    output = Path(args.output) if args.output else settings.data_dir / f"vibe-health-report.{args.format}"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text + "\n", encoding="utf-8")
+    print(f"{report['status']}: report written to {output.resolve()}")
     return EXIT.get(report["status"], 2)
 
 
@@ -199,5 +216,6 @@ def register_cli_commands(subparsers):
     p.add_argument("n", type=_positive)
     p = add("report", cmd_report, "write a health report (Markdown or JSON)")
     p.add_argument("--format", choices=("md", "json"), default="md")
-    p.add_argument("--output", help="file to write (default vibe-health-report.md or .json)")
+    p.add_argument("--output", help="file to write (default: vibe-health-report.md or .json in the data folder, "
+                                    "VIBE_DATA_DIR)")
 

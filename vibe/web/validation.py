@@ -6,8 +6,9 @@ declaration as JSON Schema, for /openapi.json (vibe.web.openapi).
     EDIT.schema()                               # {"type": "object", "properties": {...}, ...}
 
 `check` collects every problem (missing, unknown, refused, wrong type, out of range) and raises
-one `ApiError(400, "invalid_data")` whose `details.errors` lists `{"field", "message"}` for each,
-and whose message names the fields. Every body the service reads (user actions, analytics
+one `ApiError(400, "invalid_data")` whose `details.errors` lists `{"field", "message"}` for each
+("must be a string") and whose message names each field once ("Invalid request data:
+data.name must be a string."; `name_once`). Every body the service reads (user actions, analytics
 events and endpoints' properties, email requests and templates' data, the Segment door) is one
 `Shape`; its `schema()` is what the document says, so the two cannot drift apart. What a schema
 cannot say (a `test` callable, a choice list known only at run time: `choices="name"` with
@@ -68,17 +69,29 @@ class Problems:
         self.errors.append({"field": field, "message": message})
         self.found.append(Problem(field, message, code))
 
+    def summary(self) -> str:
+        """One sentence naming each wrong field once: `data.a must be a string; data.b is required`."""
+        return "; ".join(dict.fromkeys(name_once(e["field"], e["message"]) for e in self.errors))
+
     def raise_if_any(self) -> None:
         if self.errors:
-            names = ", ".join(dict.fromkeys(e["field"] for e in self.errors))
-            raise ApiError(400, "invalid_data", f"Invalid request data: {names}.", details={"errors": self.errors})
+            raise ApiError(400, "invalid_data", f"Invalid request data: {self.summary()}.",
+                           details={"errors": self.errors})
+
+
+def name_once(field: str, message: str) -> str:
+    """A problem as a sentence naming its field once. A problem's own message names no field
+    ("must be a string"); one written as a sentence (an analytics plugin's `EventInvalid`) may
+    already: then it is kept as it is."""
+    return message if not field or field in message else f"{field} {message}"
 
 
 def invalid(field: str, message: str) -> ApiError:
     """The 400 for one wrong field found after the shape check (e.g. against the database)."""
     problems = Problems()
     problems.add(field, message)
-    return ApiError(400, "invalid_data", f"Invalid request data: {field}.", details={"errors": problems.errors})
+    return ApiError(400, "invalid_data", f"Invalid request data: {problems.summary()}.",
+                    details={"errors": problems.errors})
 
 
 # Characters no database text column can hold: PostgreSQL refuses NUL, and a lone surrogate
