@@ -57,7 +57,10 @@ class PostgresSchemas:
             cur.execute(sql)
 
     def create(self) -> tuple[str, str]:
-        """A fresh schema for one test: (the URL that selects it, its name)."""
+        """A fresh schema for one test: (the URL that selects it, its name). The URL's search_path
+        is the service's DATABASE_SCHEMA when that is unset (vibe/db/settings.py), so a test's
+        every service, command and connection uses the test's schema, and the row-security role
+        is `<schema>_user`, which `drop` drops too."""
         schema = f"t_{uuid.uuid4().hex[:12]}"
         self._run(f"CREATE SCHEMA {schema}")
         return with_param(self.url, "options", f"-csearch_path={schema}"), schema
@@ -65,6 +68,7 @@ class PostgresSchemas:
     def drop(self, schema: str) -> None:
         self._run("SET lock_timeout = '10s'")
         self._run(f"DROP SCHEMA {schema} CASCADE")
+        self._run(f"DROP ROLE IF EXISTS {schema}_user")  # server-wide: made by the test's migration
 
     def close(self) -> None:
         self.admin.close()

@@ -5,6 +5,6 @@ One subpackage per concern; docs/architecture.md is the map.
 
 from vibe import deprecated
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 deprecated.install()  # the flat layout's import paths, for one more release

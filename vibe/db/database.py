@@ -63,6 +63,7 @@ class Transaction(_Reads, abc.ABC):
     """
 
     dialect: str
+    rls_role = "vibe_user"  # PostgreSQL: the role of row_security.as_user (DATABASE_RLS_ROLE)
     _savepoints = itertools.count(1)
 
     def __init__(self) -> None:
@@ -200,4 +201,6 @@ def create_database(settings: Settings) -> Database:
         connect_timeout=settings.db.connection_timeout_ms / 1000,
         connect_retries=settings.db.connect_retries,
         prepare_threshold=settings.db.prepare_threshold,
+        schema=settings.db.schema,
+        rls_role=settings.db.rls_role,
     )

@@ -5,6 +5,11 @@
 security, materialized views); it runs after the portable file, in the same transaction.
 Applied versions are recorded in `schema_migrations`; on PostgreSQL an advisory lock keeps two
 instances starting at once from applying the same version twice.
+
+On PostgreSQL everything lives in DATABASE_SCHEMA (the connections' search_path, so the SQL stays
+unqualified), created here when missing, ledger included. A PostgreSQL file may name the schema
+and the row-security role through placeholders, replaced before it runs: `{schema}` and
+`{rls_role}` (quoted identifiers), `{rls_role_literal}` (the role's name as a string literal).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import time
 from pathlib import Path
 
 from vibe.db.database import Database, Transaction
+from vibe.db.settings import ident
 from vibe.paths import SQL_DIR
+from vibe.variables import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +38,8 @@ class Migration:
     name: str
     files: list[Path]
 
-    def statements(self, dialect: str) -> list[str]:
+    def statements(self, dialect: str, names: dict[str, str] | None = None) -> list[str]:
+        """The statements to run on `dialect`, with `names` (placeholders()) filled in."""
         out = []
         for path in self.files:
             m = _NAME.match(path.name)
@@ -40,8 +48,18 @@ class Migration:
             text = "\n".join(
                 line for line in path.read_text().splitlines() if not line.lstrip().startswith("--")
             )
+            for placeholder, value in (names or {}).items():
+                text = text.replace("{" + placeholder + "}", value)
             out.extend(s.strip() for s in _SPLIT.split(text) if s.strip())
         return out
+
+
+def placeholders(db: Database) -> dict[str, str]:
+    """What `{schema}`, `{rls_role}` and `{rls_role_literal}` stand for in PostgreSQL files."""
+    if db.dialect != "postgresql":
+        return {}
+    schema, role = getattr(db, "schema", "public"), getattr(db, "rls_role", "vibe_user")
+    return {"schema": ident(schema), "rls_role": ident(role), "rls_role_literal": "'" + role.replace("'", "''") + "'"}
 
 
 def discover(directory: Path = SQL_DIR) -> list[Migration]:
@@ -60,8 +78,34 @@ def discover(directory: Path = SQL_DIR) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
+async def _ensure_schema(tx: Transaction, schema: str) -> None:
+    """The schema, created when missing. Not CREATE SCHEMA IF NOT EXISTS alone: it asks for the
+    database's CREATE privilege even when the schema exists (one a DBA made, say)."""
+    if await tx.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)):
+        return
+    if schema != "public" and await tx.fetchval(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('public.schema_migrations') "
+        "AND attname = 'applied_at' AND to_regclass('public.stripe_events') IS NOT NULL"
+    ):
+        # an earlier vibe, from before DATABASE_SCHEMA: a fresh empty schema would hide its data
+        raise ConfigError(
+            f"DATABASE_SCHEMA: vibe's tables are in the schema public, not {schema!r}: set DATABASE_SCHEMA=public "
+            f"to go on using them, or move them (docs/operations.md, \"Sharing the platform's PostgreSQL\")")
+    await tx.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
+    log.info("created the schema %s", schema)
+
+
 async def _ensure_table(db: Database) -> None:
     async with db.transaction() as tx:
+        if db.dialect == "postgresql":
+            await tx.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+            schema = getattr(db, "schema", "public")
+            await _ensure_schema(tx, schema)
+            current = await tx.fetchval("SELECT current_schema()")
+            if current != schema:  # the search_path did not stick: a transaction pooler
+                raise ConfigError(
+                    f"DATABASE_SCHEMA: the connection's schema is {current!r}, not {schema!r}: behind a transaction "
+                    "pooler set the role's search_path, or use the direct port (docs/operations.md)")
         await tx.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
@@ -76,6 +120,7 @@ async def _applied(tx: Transaction) -> set[int]:
 async def migrate(db: Database, directory: Path = SQL_DIR) -> list[str]:
     """Apply every migration not yet recorded; return the names applied."""
     migrations = discover(directory)
+    names = placeholders(db)
     await _ensure_table(db)
     done: list[str] = []
     for mig in migrations:
@@ -84,7 +129,7 @@ async def migrate(db: Database, directory: Path = SQL_DIR) -> list[str]:
                 await tx.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
             if mig.version in await _applied(tx):
                 continue
-            for statement in mig.statements(db.dialect):
+            for statement in mig.statements(db.dialect, names):
                 await tx.execute(statement)
             await tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",

@@ -5,6 +5,10 @@ pooled connection. The pool is sized by MAX_DB_CONNECTIONS, recycles idle connec
 DB_IDLE_TIMEOUT and waits at most DB_CONNECTION_TIMEOUT for a connection. Opening retries with
 backoff; a connection the server dropped is discarded, and the next request opens a new one, so
 the service recovers on its own when the database comes back.
+
+Every connection sets its `search_path` to DATABASE_SCHEMA alone, so vibe's unqualified SQL
+names only its own schema's tables, and tables of the same names elsewhere in the database (the
+platform's `public.profiles`, say) are never read, written or altered.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import psycopg2
 
 from vibe.db.database import Database, DatabaseUnavailable, Params, Transaction
 from vibe.db.prepared import Statements
+from vibe.db.settings import ident
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +52,9 @@ def _keepalives(dsn: str) -> dict[str, int]:
 class PostgresTransaction(Transaction):
     dialect = "postgresql"
 
-    def __init__(self, cursor: aiopg.Cursor, statements: Statements):
+    def __init__(self, cursor: aiopg.Cursor, statements: Statements, rls_role: str = "vibe_user"):
         super().__init__()
+        self.rls_role = rls_role  # the role of row_security.as_user
         self._cur = cursor
         self._statements = statements
         self._prepared = statements.on(cursor.connection)
@@ -99,8 +105,11 @@ class PostgresDatabase(Database):
     dialect = "postgresql"
 
     def __init__(self, dsn: str, *, maxsize: int, idle_timeout: float, connect_timeout: float,
-                 connect_retries: int = 3, prepare_threshold: int = 3):
+                 connect_retries: int = 3, prepare_threshold: int = 3, schema: str = "vibe",
+                 rls_role: str = "vibe_user"):
         self.dsn = dsn
+        self.schema = schema
+        self.rls_role = rls_role
         self.statements = Statements(prepare_threshold)
         self.maxsize = maxsize
         self.idle_timeout = idle_timeout
@@ -135,10 +144,13 @@ class PostgresDatabase(Database):
         timer and a future for each round trip (about 40 us of CPU here, more than the round
         trip itself). What it guarded against: a lock that is never released (lock_timeout
         does that here, as an ordinary error) and a network that went silent (TCP keepalives).
-        Not statement_timeout: aiopg turns its error into a CancelledError."""
+        Not statement_timeout: aiopg turns its error into a CancelledError. And the schema: the
+        search_path is DATABASE_SCHEMA alone (behind a transaction pooler this does not stick:
+        docs/operations.md says what to set there)."""
         cur = await conn.cursor()
         try:
-            await cur.execute(f"SET lock_timeout = {int(self.lock_timeout * 1000)}")
+            await cur.execute(f"SET lock_timeout = {int(self.lock_timeout * 1000)}; "
+                              f"SET search_path TO {ident(self.schema)}")
         finally:
             cur.close()
 
@@ -232,7 +244,7 @@ class PostgresDatabase(Database):
         conn, cur = await self._begin()
         broken = False
         try:
-            tx = PostgresTransaction(cur, self.statements)
+            tx = PostgresTransaction(cur, self.statements, self.rls_role)
             try:
                 yield tx
                 await tx.flush_collected()

@@ -15,12 +15,13 @@ import dataclasses
 from collections.abc import Mapping
 
 from vibe.config import VARIABLES, ConfigError, Settings
+from vibe.db.settings import pooler_warnings
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
     name: str
-    state: str  # set, missing, wrong, unset (optional and not set)
+    state: str  # set, missing, wrong, unset (optional and not set), warning (set; works, but see the note)
     value: str
     note: str = ""
 
@@ -55,4 +56,12 @@ def check(env: Mapping[str, str]) -> list[Row]:
             var = next(v for v in VARIABLES if v.name == name)
             rows = [r for r in rows if r.name != name]
             rows.append(Row(name, "wrong", var.mask(env.get(name, "").strip()), message.strip()))
-    return rows
+    return _warn(rows, "DATABASE_URL", pooler_warnings(env))
+
+
+def _warn(rows: list[Row], name: str, warnings: list[str]) -> list[Row]:
+    """`name`'s row as a warning (not an error) carrying `warnings`, unless it is wrong already."""
+    if not warnings:
+        return rows
+    return [dataclasses.replace(r, state="warning", note="; ".join(warnings))
+            if r.name == name and r.state == "set" else r for r in rows]

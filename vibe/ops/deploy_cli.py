@@ -19,7 +19,7 @@ from vibe.config import markdown_table
 from vibe.ops.config_check import check
 from vibe.plugins.hookspecs import hookimpl
 
-STYLE = {"set": "green", "unset": "dim", "missing": "red", "wrong": "red"}
+STYLE = {"set": "green", "unset": "dim", "missing": "red", "wrong": "red", "warning": "yellow"}
 
 
 def cmd_check_config(args: argparse.Namespace, settings) -> int:

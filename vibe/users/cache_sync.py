@@ -88,7 +88,7 @@ class CacheInvalidation:
         evict_user(self.app, user_id)
         if ctx.tx.dialect == "postgresql":
             if self.channel is None:  # a hook before the listener started (the dispatcher starts first)
-                self.channel = channel_for(await ctx.tx.fetchval("SELECT current_schema()"))
+                self.channel = channel_for(self.app[SETTINGS].db.schema)
             # Gathered: one notification for the transaction's users, sent before it commits
             # (a batch of Stripe events changes many), not one per change.
             ctx.tx.collect(self._notify).append(user_id)
@@ -120,9 +120,8 @@ async def _listen(app: web.Application, invalidation: CacheInvalidation, ready: 
     while True:
         try:
             async with aiopg.connect(dsn, timeout=10) as conn:
-                async with conn.cursor() as cur:
-                    await cur.execute("SELECT current_schema()")
-                    channel = channel_for((await cur.fetchone())[0])
+                async with conn.cursor() as cur:  # one channel per DATABASE_SCHEMA, as deployments are
+                    channel = channel_for(app[SETTINGS].db.schema)
                     await cur.execute(f'LISTEN "{channel}"')
                 invalidation.channel = channel
                 if connected_before:  # whatever was sent while we were away is lost: start afresh
