@@ -7,7 +7,8 @@ endpoint's own aggregate table in the transaction that stores the events.
 
 `parse_event` checks the envelope every endpoint shares (message_id, timestamp, sent_at, user_id,
 anonymous_id, session_id, properties, context), corrects client clock skew the Segment way,
-clamps timestamps in the future and flags bots.
+clamps timestamps in the future, flags bots and, for browser traffic (user and anonymous senders),
+records the request's country at `context.location.country` (web.geo) unless the event has one.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class Sender:
     kind: str
     user_id: str | None = None
     user_agent: str | None = None  # the request's, for user and anonymous traffic
+    country: str | None = None  # the request's (web.geo), for user and anonymous traffic
 
 
 def parse_time(value: Any, field: str) -> float:
@@ -190,6 +192,8 @@ def parse_event(raw: Any, endpoint: AnalyticsEndpoint, sender: Sender, received_
             raise EventInvalid("context.user_agent", "context.user_agent must be a string")
     else:
         agent = sender.user_agent or ""
+        if sender.country:
+            located(context, sender.country)
     return Event(
         message_id=check_id(raw.get("message_id"), "message_id") or uuid.uuid4().hex,
         endpoint=endpoint.name, event=name, user_id=user_id, anonymous_id=anonymous_id,
@@ -197,6 +201,16 @@ def parse_event(raw: Any, endpoint: AnalyticsEndpoint, sender: Sender, received_
         ts=corrected_time(ts, sent_at, received_at), received_at=received_at, sent_at=sent_at,
         properties=properties, context=context, is_bot=is_bot(agent), source=sender.kind,
     )
+
+
+def located(context: dict[str, Any], country: str) -> None:
+    """The request's country at `context.location.country`, where Segment keeps it, unless the
+    caller said where already (a `location` that is not an object is left alone)."""
+    location = context.get("location")
+    if location is None:
+        context["location"] = {"country": country}
+    elif isinstance(location, dict) and location.get("country") is None:
+        context["location"] = {**location, "country": country}
 
 
 def collect_endpoints(pm, settings) -> dict[str, AnalyticsEndpoint]:

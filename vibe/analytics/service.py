@@ -7,6 +7,7 @@ Segment door (`analytics_segment`) and the read API (`analytics_api`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from aiohttp import web
@@ -34,6 +35,7 @@ from vibe.keys import DB, PLUGINS, SETTINGS
 from vibe.ops import health
 from vibe.users.keys import QUERY_CACHE
 from vibe.web.errors import ApiError
+from vibe.web.keys import COUNTRY
 from vibe.web.validation import name_once
 
 PREFIX = "/functions/v1/analytics-tracking"
@@ -56,6 +58,8 @@ async def track(request: web.Request) -> web.Response:
     if endpoint is None:
         raise ApiError(404, "unknown_endpoint", f"No analytics endpoint {request.match_info['endpoint']!r}.")
     sender = await sender_of(request)
+    if sender.kind != "server" and request.get(COUNTRY):  # a server's request is not where its events happen
+        sender = dataclasses.replace(sender, country=request[COUNTRY])
     if sender.kind not in endpoint.senders:
         raise ApiError(403, "sender_not_allowed",
                        f"{endpoint.name} events may be sent by: {', '.join(sorted(endpoint.senders))}.")

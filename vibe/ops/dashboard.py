@@ -79,6 +79,17 @@ async def analytics_volume(app: web.Application) -> dict[str, int]:
     return {r["event"]: int(r["n"]) for r in rows}
 
 
+async def analytics_countries(app: web.Application) -> dict[str, int]:
+    """The last 24 hours' events by `context.location.country` (web.geo records it), ten at most."""
+    db = app[DB]
+    country = ("CAST(context AS json) -> 'location' ->> 'country'" if db.dialect == "postgresql"
+               else "json_extract(context, '$.location.country')")  # json, not jsonb: it takes any text JSON
+    rows = await db.fetchall(
+        f"SELECT {country} AS country, COUNT(*) AS n FROM analytics_events WHERE received_at >= %s "
+        "GROUP BY 1 ORDER BY n DESC LIMIT 10", (time.time() - DAY,))
+    return {str(r["country"]) if r["country"] is not None else "unknown": int(r["n"]) for r in rows}
+
+
 async def stripe_outcomes(app: web.Application) -> dict[str, int]:
     rows = await app[DB].fetchall("SELECT status, COUNT(*) AS n FROM stripe_events GROUP BY status")
     return {r["status"]: int(r["n"]) for r in rows}
@@ -93,11 +104,13 @@ async def dashboard(request: web.Request) -> web.Response:
     figures: dict[str, Any] = {"subscriptions": {}, "mrr": {}, "payments_30d": {}}
     outcomes: dict[str, int] = {}
     volume: dict[str, int] = {}
+    countries: dict[str, int] = {}
     if doc["database"]["reachable"]:
         try:
             figures = await business(app)
             outcomes = await stripe_outcomes(app)
             volume = await analytics_volume(app)
+            countries = await analytics_countries(app)
         except DatabaseUnavailable:
             pass
     latency = {k: round((hour[k] or 0) * 1000, 1) for k in ("p50", "p95", "p99")}
@@ -111,6 +124,7 @@ async def dashboard(request: web.Request) -> web.Response:
         "stripe": charts.hbars(outcomes, title="Stripe events by outcome"),
         "queues": charts.hbars(doc["queues"], title="Queues"),
         "volume": charts.hbars(volume, title="Analytics events, last 24 hours"),
+        "countries": countries, "geo": doc["functions"].get("geo", {}),
         "tiers": charts.hbars(figures["subscriptions"], title="Active subscriptions by tier"),
         "function_figures": {name: r.get("figures", {}) for name, r in doc["functions"].items()},
     }

@@ -1,7 +1,8 @@
 """`python run.py check-config [--json]`: the environment as a deployment sees it.
 
 A table of every variable that matters (set, missing, wrong, or optional and unset), secrets
-masked; exit status 1 when any is missing or wrong.
+masked, and the state of the features several variables make (geographic restrictions); exit
+status 1 when any is missing or wrong.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.table import Table
 from vibe.config import markdown_table
 from vibe.ops.config_check import check
 from vibe.plugins.hookspecs import hookimpl
+from vibe.web import geo
 
 STYLE = {"set": "green", "unset": "dim", "missing": "red", "wrong": "red", "warning": "yellow"}
 
@@ -28,9 +30,10 @@ def cmd_check_config(args: argparse.Namespace, settings) -> int:
         return 0
     rows = check(os.environ)
     bad = [r for r in rows if r.error]
+    features = {"geographic restrictions": geo.state(settings)}
     if args.json:
         json.dump({"ok": not bad, "environment": os.environ.get("VIBE_ENV", "development") or "development",
-                   "variables": [dataclasses.asdict(r) for r in rows]}, sys.stdout, indent=2)
+                   "variables": [dataclasses.asdict(r) for r in rows], "features": features}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 1 if bad else 0
     table = Table(title=f"configuration ({os.environ.get('VIBE_ENV') or 'development'})", title_justify="left")
@@ -40,6 +43,8 @@ def cmd_check_config(args: argparse.Namespace, settings) -> int:
         table.add_row(r.name, f"[{STYLE[r.state]}]{r.state}[/]", r.value, r.note)
     console = Console()
     console.print(table)
+    for name, text in features.items():
+        console.print(f"{name}: {text}", highlight=False)
     console.print(f"[red]{len(bad)} error(s)[/]" if bad else "[green]configuration OK[/]")
     return 1 if bad else 0
 

@@ -31,7 +31,7 @@ from vibe.db.database import DatabaseUnavailable
 from vibe.keys import DB
 from vibe.ops import health
 from vibe.ops.keys import METRICS
-from vibe.web.keys import LOAD_MONITOR, RATE_LIMITER
+from vibe.web.keys import GEO, LOAD_MONITOR, RATE_LIMITER
 
 FUNCTIONS_PREFIX = "/functions/v1/"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -200,6 +200,12 @@ class StateCollector(Collector):
                                 labels=["tier"])
         for tier, n in (limiter.rejections.items() if limiter is not None else ()):
             c.add_metric([tier], n)
+        yield c
+        geo = app.get(GEO)
+        c = CounterMetricFamily("vibe_geo_refused_requests", "Requests answered 451 by the geographic rules",
+                                labels=["country", "rule"])
+        for (country, rule), n in (geo.refused.items() if geo is not None else ()):
+            c.add_metric([country, rule], n)
         yield c
         g = GaugeMetricFamily("vibe_circuit_breaker_state", "0 closed, 1 half-open, 2 open", labels=["breaker"])
         opened = CounterMetricFamily("vibe_circuit_breaker_openings", "Times a breaker opened", labels=["breaker"])

@@ -15,7 +15,8 @@
   evicts the least recently seen buckets instead of growing the process.
 * `LoadMonitor` samples event-loop lag and database pool waits; each overloaded sample raises
   the pressure by one level; LOAD_RECOVERY_SECONDS of calm samples lower it by one. At pressure p, the first p tiers of
-  RATE_LIMIT_SHRINK_ORDER shrink, the lowest the most (factor ** (p - position)).
+  RATE_LIMIT_SHRINK_ORDER shrink, the lowest the most (factor ** (p - position)); an entry
+  `country:CC+CC` stands for the requests from those countries (the country web.geo found).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import ipaddress
 import json
 import math
@@ -39,7 +41,7 @@ from vibe.keys import DB, REQUEST_ID, SETTINGS, SHUTDOWN
 from vibe.users.sessions import identify
 from vibe.web.auth import AuthError
 from vibe.web.errors import error_response
-from vibe.web.keys import LOAD_MONITOR, RATE_LIMITER, TRUSTED_NETS
+from vibe.web.keys import CLIENT_IP, COUNTRY, LOAD_MONITOR, RATE_LIMITER, TRUSTED_NETS
 
 WEBHOOK_PATH = "/functions/v1/stripe-webhook"
 SIGNATURE_CODES = frozenset({"missing_signature", "malformed_signature", "invalid_signature",
@@ -106,20 +108,25 @@ class RateLimiter:
         self.limits = {**settings.web.rate_limits, "anonymous": settings.web.rate_limit_anonymous,
                        "service": settings.web.rate_limit_service, "webhook": settings.web.rate_limit_webhook_failures}
         self.shrink_order = settings.web.rate_limit_shrink_order
+        self.country_groups = [(i, frozenset(entry[len("country:"):].split("+")))
+                               for i, entry in enumerate(self.shrink_order) if entry.startswith("country:")]
         self.factor = settings.web.rate_limit_shrink_factor
         self.monitor = monitor
         self.buckets: LRUCache = LRUCache(maxsize=settings.web.rate_limit_max_keys)
         self.limited = 0
         self.rejections: collections.Counter[str] = collections.Counter()  # by tier, for /metrics
 
-    def limit_for(self, tier: str) -> int:
-        """The tier's limit now, shrunk under pressure (unknown tiers count as free)."""
+    def limit_for(self, tier: str, country: str | None = None) -> int:
+        """The tier's limit now, shrunk under pressure (unknown tiers count as free). A request
+        from a country of a `country:CC+CC` entry shrinks at that entry's place if it is earlier."""
         base = self.limits.get(tier) or self.limits.get("free", 100)
         level = self.monitor.level
-        if level and tier in self.shrink_order:
-            position = self.shrink_order.index(tier)
-            if position < level:
-                return max(1, int(base * self.factor ** (level - position)))
+        if level:
+            places = [self.shrink_order.index(tier)] if tier in self.shrink_order else []
+            if country is not None:
+                places += [i for i, codes in self.country_groups if country in codes]
+            if places and min(places) < level:
+                return max(1, int(base * self.factor ** (level - min(places))))
         return base
 
     def _bucket(self, key: str, tier: str) -> AsyncLimiter:
@@ -129,16 +136,16 @@ class RateLimiter:
             bucket = self.buckets[bucket_key] = AsyncLimiter(self.limits.get(tier) or self.limits.get("free", 100), PERIOD)
         return bucket
 
-    def peek(self, key: str, tier: str) -> Decision:
+    def peek(self, key: str, tier: str, country: str | None = None) -> Decision:
         """The bucket's state without taking a token."""
-        return self._decide(self._bucket(key, tier), tier, take=False)
+        return self._decide(self._bucket(key, tier), tier, country, take=False)
 
-    def hit(self, key: str, tier: str) -> Decision:
+    def hit(self, key: str, tier: str, country: str | None = None) -> Decision:
         """Take one token if there is one; never waits."""
-        return self._decide(self._bucket(key, tier), tier, take=True)
+        return self._decide(self._bucket(key, tier), tier, country, take=True)
 
-    def _decide(self, bucket: AsyncLimiter, tier: str, *, take: bool) -> Decision:
-        limit = self.limit_for(tier)
+    def _decide(self, bucket: AsyncLimiter, tier: str, country: str | None, *, take: bool) -> Decision:
+        limit = self.limit_for(tier, country)
         # Under pressure the bucket acts `max_rate - limit` tokens smaller: ask for that headroom.
         headroom = bucket.max_rate - limit
         fits = bucket.has_capacity(1 + headroom)  # also drains what leaked out since the last look
@@ -159,15 +166,18 @@ class RateLimiter:
 def client_ip(request: web.Request, trusted: tuple) -> str:
     """The client's address: the peer, or with a trusted proxy the last untrusted X-Forwarded-For hop."""
     peer = request.remote or "unknown"
-    if not trusted or not _is_trusted(peer, trusted):
+    if not trusted or not is_trusted(peer, trusted):
         return peer
     hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if h.strip()]
     for hop in reversed(hops):
-        if not _is_trusted(hop, trusted):
+        if not is_trusted(hop, trusted):
             return hop if _is_ip(hop) else peer
     return hops[0] if hops and _is_ip(hops[0]) else peer
 
 
+# Parsing an address costs microseconds (ipaddress): the answers for the addresses seen lately
+# are kept (bounded, so a flood of forged X-Forwarded-For values only evicts).
+@functools.lru_cache(maxsize=8192)
 def _is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
@@ -176,7 +186,16 @@ def _is_ip(value: str) -> bool:
         return False
 
 
-def _is_trusted(address: str, trusted: tuple) -> bool:
+def client_ip_of(request: web.Request) -> str:
+    """`client_ip` with the app's trusted proxies, computed once per request (geo asks too)."""
+    ip = request.get(CLIENT_IP)
+    if ip is None:
+        ip = request[CLIENT_IP] = client_ip(request, request.app[TRUSTED_NETS])
+    return ip
+
+
+@functools.lru_cache(maxsize=8192)
+def is_trusted(address: str | None, trusted: tuple) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -194,7 +213,7 @@ async def _subject(request: web.Request) -> tuple[str, str]:
         return f"user:{session.principal.user_id}", session.tier
     if session is not None and session.principal.is_service:
         return f"service:{session.principal.claims.get('sub') or 'key'}", "service"
-    return f"ip:{client_ip(request, request.app[TRUSTED_NETS])}", "anonymous"
+    return f"ip:{client_ip_of(request)}", "anonymous"
 
 
 def _too_many(request: web.Request, decision: Decision) -> web.Response:
@@ -225,13 +244,13 @@ async def ratelimit_middleware(request: web.Request, handler):
     limiter = request.app[RATE_LIMITER]
     if _is_probe(request.path):  # answered always, with the caller's headers, costing nothing
         key, tier = await _subject(request)
-        decision = limiter.peek(key, tier)
+        decision = limiter.peek(key, tier, request.get(COUNTRY))
         response = await handler(request)
         if not response.prepared:
             response.headers.update(decision.headers())
         return response
     if request.path == WEBHOOK_PATH:
-        source = f"ip:{client_ip(request, request.app[TRUSTED_NETS])}"
+        source = f"ip:{client_ip_of(request)}"
         response = await handler(request)
         decision = limiter.hit(source, "webhook") if _signature_failed(response) else limiter.peek(source, "webhook")
         if not decision.allowed:
@@ -245,7 +264,7 @@ async def ratelimit_middleware(request: web.Request, handler):
         # signed Stripe event: not throttled; the analytics batcher sheds load itself (503).
         return await handler(request)
     key, tier = await _subject(request)
-    decision = limiter.hit(key, tier)
+    decision = limiter.hit(key, tier, request.get(COUNTRY))
     if not decision.allowed:
         return _too_many(request, decision)
     try:

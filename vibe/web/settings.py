@@ -1,11 +1,13 @@
 """The web layer's settings: the HTTP server's limits, callers' tokens, rate limits and load
-shedding, and the shutdown deadline."""
+shedding, geographic restrictions, and the shutdown deadline."""
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from collections.abc import Mapping
+from pathlib import Path
 
 from vibe.variables import ConfigError, Env, fraction, setting, url_problem
 
@@ -32,6 +34,54 @@ def _networks(raw: str) -> tuple[str, ...]:
         except ValueError:
             raise ConfigError(f"expected IP addresses or CIDR networks, got {item!r}") from None
     return items
+
+
+def _countries(raw: str) -> tuple[str, ...]:
+    """ISO 3166-1 alpha-2 codes, comma-separated, in any case: uppercase, each once."""
+    codes: list[str] = []
+    for item in (part.strip() for part in raw.split(",") if part.strip()):
+        if not re.fullmatch(r"[A-Za-z]{2}", item):
+            raise ConfigError(f"expected ISO 3166 alpha-2 country codes (two letters, comma-separated), got {item!r}")
+        if item.upper() not in codes:
+            codes.append(item.upper())
+    return tuple(codes)
+
+
+def _shrink_order(raw: str) -> tuple[str, ...]:
+    """Tiers, and country groups `country:CC+CC` (the requests from those countries)."""
+    items = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for item in items:
+        kind, sep, codes = item.partition(":")
+        if sep and (kind.strip().lower() != "country" or not re.fullmatch(r"[A-Za-z]{2}(\+[A-Za-z]{2})*", codes)):
+            raise ConfigError(f"expected a tier or country:CC+CC (ISO 3166 alpha-2 codes), got {item!r}")
+    return tuple(f"country:{item.partition(':')[2].upper()}" if ":" in item else item for item in items)
+
+
+# Every MaxMind DB file ends with its metadata, which starts with this marker (the format's spec).
+MMDB_METADATA_MARKER = b"\xab\xcd\xefMaxMind.com"
+
+
+def _mmdb(raw: str) -> str:
+    """A readable MaxMind-format database file (checked here, so a wrong path stops the start)."""
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{raw}: no such file (expected a MaxMind-format country database, "
+                          "e.g. GeoLite2-Country.mmdb; nothing is downloaded at run time)")
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 128 * 1024))
+            tail = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"{raw}: cannot be read ({exc.strerror or exc})") from None
+    if MMDB_METADATA_MARKER not in tail:
+        raise ConfigError(f"{raw}: not a MaxMind-format database (no metadata section)")
+    return str(path)
+
+
+def _header_name(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9-]+", raw):
+        raise ConfigError(f"expected a header name such as CF-IPCountry, got {raw!r}")
+    return raw
 
 
 def _jwks_from_supabase(env: Env) -> str:
@@ -84,7 +134,9 @@ class WebSettings:
     rate_limit_trusted_proxies: tuple[str, ...] = setting(
         "RATE_LIMIT_TRUSTED_PROXIES", (), "IPs/CIDRs whose `X-Forwarded-For` is believed", parse=_networks)
     rate_limit_shrink_order: tuple[str, ...] = setting(
-        "RATE_LIMIT_SHRINK_ORDER", ("anonymous", "free", "starter", "pro"), "which tiers shrink first under load")
+        "RATE_LIMIT_SHRINK_ORDER", ("anonymous", "free", "starter", "pro"), "which tiers shrink first under load; "
+        "an entry `country:CC+CC` is the requests from those countries (needs geographic lookups)",
+        parse=_shrink_order)
     rate_limit_shrink_factor: float = setting("RATE_LIMIT_SHRINK_FACTOR", 0.5, "how much a shrunk tier keeps",
                                               parse=fraction)
     load_monitor_interval: float = setting("LOAD_MONITOR_INTERVAL", 0.5, "seconds between load checks",
@@ -96,6 +148,25 @@ class WebSettings:
     load_recovery_seconds: float = setting("LOAD_RECOVERY_SECONDS", 5.0, "calm seconds before limits grow back",
                                            minimum=0)
 
+    # geographic restrictions (vibe/web/geo.py, docs/operations.md)
+    geo_country_header: str = setting(
+        "GEO_COUNTRY_HEADER", "", "the header a CDN or proxy puts the client's country in (`CF-IPCountry`, "
+        "`CloudFront-Viewer-Country`, `X-Vercel-IP-Country`), believed only from RATE_LIMIT_TRUSTED_PROXIES",
+        parse=_header_name)
+    geoip_database: str = setting(
+        "GEOIP_DATABASE", "", "a MaxMind-format country database file (GeoLite2-Country, DB-IP country lite), "
+        "reopened when the file changes", parse=_mmdb)
+    geoip_check_seconds: float = setting("GEOIP_CHECK_SECONDS", 5.0, "how often GEOIP_DATABASE is checked for "
+                                         "a new file", minimum=0.01)
+    geo_blocked_countries: tuple[str, ...] = setting(
+        "GEO_BLOCKED_COUNTRIES", (), "ISO 3166 alpha-2 codes refused with 451 on the learner-facing routes",
+        parse=_countries)
+    geo_allowed_countries: tuple[str, ...] = setting(
+        "GEO_ALLOWED_COUNTRIES", (), "the only countries served on the learner-facing routes (instead of "
+        "GEO_BLOCKED_COUNTRIES)", parse=_countries)
+    geo_block_unknown: bool = setting("GEO_BLOCK_UNKNOWN", False, "refuse requests whose country is not known "
+                                      "(private addresses, not in the database)")
+
     # the HTTP server
     keepalive_seconds: float = setting("HTTP_KEEPALIVE_SECONDS", 30.0, "close a connection idle this long (also "
                                        "bounds clients that send their headers slowly)", minimum=0.1)
@@ -105,3 +176,19 @@ class WebSettings:
         "SHUTDOWN_GRACE_SECONDS", 10.0, "at a stop, how long all background work together may take to finish "
         "(after `--shutdown-timeout` for requests); what is left is logged with its stack and cancelled",
         minimum=0.1)
+
+    def __post_init__(self) -> None:
+        if self.geo_blocked_countries and self.geo_allowed_countries:
+            raise ConfigError("GEO_ALLOWED_COUNTRIES: set GEO_BLOCKED_COUNTRIES or GEO_ALLOWED_COUNTRIES, not both")
+        source = self.geo_country_header or self.geoip_database
+        rule = next((name for name, on in (("GEO_BLOCKED_COUNTRIES", self.geo_blocked_countries),
+                                           ("GEO_ALLOWED_COUNTRIES", self.geo_allowed_countries),
+                                           ("GEO_BLOCK_UNKNOWN", self.geo_block_unknown)) if on), "")
+        if rule and not source:
+            raise ConfigError(f"{rule}: needs GEO_COUNTRY_HEADER or GEOIP_DATABASE to know a request's country")
+        groups = [e for e in self.rate_limit_shrink_order if e.startswith("country:")]
+        if groups and not source:
+            raise ConfigError(f"RATE_LIMIT_SHRINK_ORDER: {groups[0]} needs GEO_COUNTRY_HEADER or GEOIP_DATABASE")
+        if self.geo_country_header and not self.rate_limit_trusted_proxies:
+            raise ConfigError("GEO_COUNTRY_HEADER: it is believed only from RATE_LIMIT_TRUSTED_PROXIES, "
+                              "which is empty")
