@@ -8,10 +8,10 @@ def register_email_templates():
     return [
         EmailTemplate(
             name="welcome", category="transactional", description="Sent once when an account is created.",
-            data={"start_path": Field("str", description="where the button leads"),
+            data={"start_path": Field("str", max_length=2000, description="where the button leads, in the app"),
                   "referral_code": Field("str", description="default: the profile's")},
             sample={"start_path": "/workshops/intro", "referral_code": "VIBE1A2B3C4D"},
-            prepare=_welcome_data,
+            prepare=_welcome_data, paths=("start_path",),
         ),
     ]
 

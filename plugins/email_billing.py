@@ -11,6 +11,7 @@ MONEY = {"amount": Field("int", required=True, minimum=0, message="must not be n
          "currency": Field("str", required=True, pattern="[A-Za-z]{3}", strip=False,
                            message="expected a three-letter ISO code")}
 TEXT, TIME = Field("str"), Field("number", description="Unix seconds")
+LINK = Field("str", max_length=2000, strip=False, description="an https URL (http too in development)")
 
 
 @hookimpl
@@ -18,14 +19,16 @@ def register_email_templates():
     return [
         EmailTemplate(
             name="payment_confirmation", category="transactional",
-            data={**MONEY, "description": TEXT, "reference": TEXT, "paid_at": TIME, "invoice_url": TEXT},
+            data={**MONEY, "description": TEXT, "reference": TEXT, "paid_at": TIME, "invoice_url": LINK},
+            urls=("invoice_url",),
             description="A receipt for money received.",
             sample={"amount": 2900, "currency": "usd", "description": "Pro (monthly)", "reference": "in_1Abc",
                     "paid_at": 1764115200, "invoice_url": "https://invoice.stripe.com/i/example"},
         ),
         EmailTemplate(
             name="payment_failed", category="transactional",
-            data={**MONEY, "reason": TEXT, "reference": TEXT, "update_url": TEXT, "next_attempt_at": TIME},
+            data={**MONEY, "reason": TEXT, "reference": TEXT, "update_url": LINK, "next_attempt_at": TIME},
+            urls=("update_url",),
             description="A payment attempt failed; asks for a new payment method.",
             sample={"amount": 2900, "currency": "eur", "reason": "Your card was declined",
                     "next_attempt_at": 1764374400},

@@ -1,12 +1,16 @@
-"""invoice.payment_succeeded / invoice.payment_failed: record the money or the failure."""
+"""invoice.payment_succeeded, invoice.paid, invoice_payment.paid / invoice.payment_failed:
+record the money (one payment however many of these events say so) or the failure."""
 
 from vibe.api import (
+    EventIgnored,
     SubscriptionChange,
     hookimpl,
+    invoice_payment_ids,
     invoice_payment_intent,
     invoice_subscription,
     mark_past_due,
     object_id,
+    record_link,
     record_payment,
     resolve_user,
     success_key,
@@ -37,7 +41,26 @@ async def payment_succeeded(ctx):
         customer_id=customer_id, invoice_id=invoice["id"], payment_intent_id=pi,
         charge_id=object_id(invoice.get("charge")), subscription_id=invoice_subscription(invoice),
     )
+    # The invoice's payments, when it lists them (expanded, or newer API versions): link each.
+    for entry in (invoice.get("payments") or {}).get("data") or []:
+        if isinstance(entry, dict) and entry.get("status", "paid") == "paid":
+            entry_pi, entry_charge = invoice_payment_ids(entry)
+            if entry_pi or entry_charge:
+                await record_link(ctx, invoice["id"], entry_pi, entry.get("id"), entry_charge)
     return f"payment {row['id']} {'recorded' if new else 'already recorded'}"
+
+
+async def invoice_payment_paid(ctx):
+    """`invoice_payment.paid` (API 2025-03-31 and later): the only event naming both an invoice
+    and the PaymentIntent that paid it. Links them; the payment stays the one either recorded."""
+    entry = ctx.obj
+    invoice_id = object_id(entry.get("invoice"))
+    pi, charge = invoice_payment_ids(entry)
+    if not invoice_id or not (pi or charge):
+        raise EventIgnored("the invoice payment names no invoice, or neither a PaymentIntent nor a charge")
+    row = await record_link(ctx, invoice_id, pi, entry.get("id"), charge)
+    linked = f"invoice {invoice_id} paid by {pi or charge}"
+    return f"{linked}: payment {row['id']}" if row else f"{linked}: no payment recorded yet"
 
 
 async def payment_failed(ctx):
@@ -78,4 +101,5 @@ async def _mark_past_due(ctx, profile, subscription_id):
 
 @hookimpl
 def register_stripe_handlers():
-    return {"invoice.payment_succeeded": payment_succeeded, "invoice.payment_failed": payment_failed}
+    return {"invoice.payment_succeeded": payment_succeeded, "invoice.paid": payment_succeeded,
+            "invoice_payment.paid": invoice_payment_paid, "invoice.payment_failed": payment_failed}

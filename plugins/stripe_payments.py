@@ -1,4 +1,7 @@
-"""payment_intent.succeeded and charge.dispute.created."""
+"""payment_intent.succeeded and charge.dispute.created.
+
+A PaymentIntent of API version 2025-03-31 or later does not name its invoice: its event waits
+(woken at once) for `invoice_payment.paid`, so that an invoice's payment is one payment."""
 
 from vibe.api import (
     Dispute,
@@ -10,6 +13,7 @@ from vibe.api import (
     success_key,
     update_profile,
     user_for_charge,
+    wait_for_invoice_link,
 )
 
 
@@ -24,6 +28,8 @@ async def payment_intent_succeeded(ctx):
         charges = (pi.get("charges") or {}).get("data") or []
         charge = charges[0].get("id") if charges else None
     amount = pi.get("amount_received") or pi.get("amount") or 0
+    if "invoice" not in pi:  # API 2025-03-31 and later: only invoice_payment.paid says which invoice
+        await wait_for_invoice_link(ctx, pi["id"])
     row, new = await record_payment(
         ctx, dedupe_key=success_key(payment_intent_id=pi["id"]), status="succeeded",
         kind="invoice" if pi.get("invoice") else "payment_intent", amount=amount,

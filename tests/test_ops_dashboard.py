@@ -58,7 +58,8 @@ async def test_dashboard_renders_in_headless_chromium(start_service, tmp_path):
     for i, name in enumerate(["page_viewed"] * 5 + ["lesson_started"] * 3 + ["workshop_completed"]):
         await service.db.execute(
             "INSERT INTO analytics_events (message_id, endpoint, event, ts, received_at, properties, context, "
-            "source) VALUES (%s, 'track', %s, %s, %s, '{}', '{}', 'test')", (f"m-dash-{i}", name, now, now))
+            "source, sender_scope) VALUES (%s, 'track', %s, %s, %s, '{}', '{}', 'test', 'test')",
+            (f"m-dash-{i}", name, now, now))
     for i in range(40):
         await service.client.get("/test/slow", params={"s": "0.002"})
         if i % 8 == 0:

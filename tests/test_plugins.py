@@ -19,21 +19,22 @@ async def test_the_example_plugin_handles_one_more_event_type(start_service):
     service = await start_service(VIBE_PLUGINS_DIRS=EXAMPLES)
     await link_user(service)
     await service.deliver(fixture("invoice.payment_succeeded", created=1_700_000_100))
-    refund = make_event("charge.refunded", {"id": "ch_000000000000000000000000", "object": "charge",
-                                            "amount": 2000, "amount_refunded": 500, "currency": "usd",
-                                            "payment_intent": "pi_000000000000000000000000"})
-    await service.deliver(refund, refund)
-    row = await service.event_row(refund["id"])
-    assert row["status"] == "processed" and "refund of 500 usd" in row["note"]
+    failed = make_event("charge.refund.updated", {"id": "re_000000000000000000000000", "object": "refund",
+                                                  "amount": 500, "currency": "usd", "status": "failed",
+                                                  "charge": "ch_000000000000000000000000",
+                                                  "payment_intent": "pi_000000000000000000000000"})
+    await service.deliver(failed, failed)
+    row = await service.event_row(failed["id"])
+    assert row["status"] == "processed" and "of 500 usd failed: user user-1 flagged" in row["note"]
     user = await service.user("user-1")
-    assert [(p["status"], p["amount"]) for p in user["payments"]] == [("succeeded", 2000), ("refunded", 500)]
+    assert [(p["status"], p["amount"]) for p in user["payments"]] == [("succeeded", 2000)]
     assert user["needs_review"] is True
 
 
 async def test_without_the_plugin_the_same_event_is_only_stored(service):
-    refund = make_event("charge.refunded", {"id": "ch_1", "object": "charge"})
-    await service.deliver(refund)
-    assert (await service.event_row(refund["id"]))["status"] == "ignored"
+    failed = make_event("charge.refund.updated", {"id": "re_1", "object": "refund", "status": "failed"})
+    await service.deliver(failed)
+    assert (await service.event_row(failed["id"]))["status"] == "ignored"
 
 
 class Duplicate:

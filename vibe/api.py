@@ -25,12 +25,17 @@ from vibe.billing.domain import (
 )
 from vibe.billing.outcomes import EventIgnored, EventStale
 from vibe.billing.payments import (
+                                find_payment,
+                                invoice_payment_ids,
                                 record_commission,
                                 record_dispute,
+                                record_link,
                                 record_payment,
                                 success_key,
                                 user_for_charge,
+                                wait_for_invoice_link,
 )
+from vibe.billing.refunds import close_dispute, record_refund, reverse_commission
 from vibe.billing.state import (
                                 GRANTING,
                                 claim_version,
@@ -74,6 +79,8 @@ __all__ = [
     "tier_for_price", "invoice_payment_intent", "invoice_subscription",
     "save_subscription", "mark_past_due", "subscription_tier",
     "record_payment", "record_dispute", "record_commission", "success_key", "user_for_charge",
+    "record_link", "find_payment", "invoice_payment_ids", "wait_for_invoice_link",
+    "record_refund", "close_dispute", "reverse_commission",
     # users
     "recent_progress",
     # email

@@ -1,34 +1,24 @@
-"""A third-party plugin: handle `charge.refunded`, which vibe itself does not.
+"""A third-party plugin: handle `charge.refund.updated`, which vibe itself does not.
 
 Load it with `VIBE_PLUGINS_DIRS=examples/plugins python run.py serve`, or copy it into a folder
-of your own. It records each refund once, as a payment row of status `refunded` for the user
-who paid the charge, and flags the user for an administrator. Nothing in vibe/ changes.
+of your own. vibe records refunds itself (`charge.refunded`); a refund that later *fails* (the
+card was closed, say) comes as `charge.refund.updated` with `status: failed`: this plugin flags
+the user who paid the charge for an administrator. Nothing in vibe/ changes.
 """
 
-from vibe.api import (
-    hookimpl,
-    object_id,
-    record_payment,
-    update_profile,
-    user_for_charge,
-)
+from vibe.api import hookimpl, object_id, update_profile, user_for_charge
 
 
-async def charge_refunded(ctx):
-    charge = ctx.obj
-    refunded = int(charge.get("amount_refunded") or 0)
-    pi = object_id(charge.get("payment_intent"))
-    user_id = await user_for_charge(ctx, charge["id"], pi)
-    row, new = await record_payment(
-        ctx, dedupe_key=f"refund:{charge['id']}:{refunded}", status="refunded", kind="refund",
-        amount=refunded, currency=charge.get("currency") or "", user_id=user_id,
-        customer_id=object_id(charge.get("customer")), charge_id=charge["id"], payment_intent_id=pi,
-    )
-    if new and user_id:
+async def refund_updated(ctx):
+    refund = ctx.obj
+    if refund.get("status") != "failed":
+        return f"refund {refund['id']} is {refund.get('status')}: nothing to do"
+    user_id = await user_for_charge(ctx, object_id(refund.get("charge")), object_id(refund.get("payment_intent")))
+    if user_id:
         await update_profile(ctx, user_id, {"needs_review": True})
-    return f"refund of {refunded} {row['currency']} recorded for user {user_id}"
+    return f"refund {refund['id']} of {refund.get('amount')} {refund.get('currency')} failed: user {user_id} flagged"
 
 
 @hookimpl
 def register_stripe_handlers():
-    return {"charge.refunded": charge_refunded}
+    return {"charge.refund.updated": refund_updated}

@@ -1,5 +1,7 @@
 """The analytics read API (admins and the service; a user may read and export their own journey),
-and erasure: `DELETE .../users/{user_id}`. Answers go through the shared DatabaseQueryCache, under
+and erasure: `DELETE .../users/{user_id}`. A user's own journey and export hold only the events
+sent with their user id; an admin's or the service's also those of the anonymous ids linked to
+that user (vibe.analytics.store). Answers go through the shared DatabaseQueryCache, under
 keys versioned by the writes (see AnalyticsState).
 """
 
@@ -126,16 +128,18 @@ async def get_funnel(request: web.Request) -> web.Response:
                                           lambda: queries.funnel(db, steps, start, end)))
 
 
-async def own_or_privileged(request: web.Request) -> str:
+async def own_or_privileged(request: web.Request) -> tuple[str, bool]:
+    """The user asked about, and whether the view includes their linked anonymous events (admins
+    and the service: yes; the user themselves: no, only the events sent with their id)."""
     user_id = _check(request.match_info["user_id"], "user_id", check_id)
     principal = await require(request, "user", "admin", "service")
     if principal.role == "user" and principal.user_id != user_id:
         raise ApiError(403, "forbidden", "A user may only read their own analytics.")
-    return user_id
+    return user_id, principal.role != "user"
 
 
 async def get_journey(request: web.Request) -> web.Response:
-    user_id = await own_or_privileged(request)
+    user_id, linked = await own_or_privileged(request)
     start = _time(request, "from", 0.0) if "from" in request.query else None
     end = _time(request, "to", 0.0) if "to" in request.query else None
     try:
@@ -145,14 +149,14 @@ async def get_journey(request: web.Request) -> web.Response:
     if not 1 <= limit <= 10000:
         raise ApiError(400, "invalid_query", "'limit' must be a whole number from 1 to 10000.")
     db = request.app[DB]
-    return web.json_response(await cached(request, ("journey", user_id, start, end, limit), "events",
-                                          lambda: queries.journey(db, user_id, start, end, limit)))
+    return web.json_response(await cached(request, ("journey", user_id, linked, start, end, limit), "events",
+                                          lambda: queries.journey(db, user_id, start, end, limit, linked=linked)))
 
 
 async def export(request: web.Request) -> web.StreamResponse:
     """The user's events as JSON lines (never cached)."""
-    user_id = await own_or_privileged(request)
-    rows = await export_user(request.app[DB], user_id)
+    user_id, linked = await own_or_privileged(request)
+    rows = await export_user(request.app[DB], user_id, linked=linked)
     body = "".join(json.dumps(stored_event(r), separators=(",", ":")) + "\n" for r in rows)
     return web.Response(text=body, content_type="application/x-ndjson")
 

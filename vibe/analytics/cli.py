@@ -37,7 +37,7 @@ def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
         print_json(result)
     else:
         print(f"erased {result['events_deleted']} events of {user_id} "
-              f"(and {result['anonymous_ids']} anonymous ids they used) and their distinct-user counts")
+              f"(and {result['anonymous_ids']} anonymous ids linked to them) and their distinct-user counts")
     return 0
 
 

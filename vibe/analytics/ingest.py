@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import json
 import time
 from typing import Any, AsyncIterator, Sequence
 
@@ -30,6 +29,7 @@ from vibe.keys import DB, SETTINGS, SHUTDOWN
 from vibe.users.caches import DatabaseQueryCache
 from vibe.web.auth import principal_of
 from vibe.web.errors import ApiError
+from vibe.web.json_body import load_json
 
 MAX_BODY = 500 * 1024
 
@@ -122,10 +122,10 @@ async def read_body(request: web.Request, limit: int = MAX_BODY) -> bytes:
 
 
 def parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested thousands deep
-        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    """The body as JSON, for both doors: 400 `invalid_json` when it is not JSON, 400 `too_deep`
+    when it nests objects and arrays more than MAX_DEPTH (32) deep (vibe.web.json_body), so no
+    event stored can make a later read (a journey, the cache's size estimate) fail."""
+    return load_json(body, "The body")
 
 
 def write_key_matches(settings, key: str) -> bool:

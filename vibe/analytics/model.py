@@ -31,6 +31,7 @@ from vibe.analytics.schemas import choice as choice
 from vibe.analytics.schemas import number as number
 from vibe.analytics.schemas import text as text
 from vibe.db.database import Transaction
+from vibe.web.json_body import MAX_DEPTH, nesting_depth
 from vibe.web.validation import Field, Shape
 
 MAX_EVENT_BYTES = 32 * 1024
@@ -105,6 +106,18 @@ class Event:
     @property
     def actor(self) -> str:
         return self.user_id if self.user_id else f"anon:{self.anonymous_id}"
+
+    @property
+    def scope(self) -> str:
+        """Whose message ids these are (`sender_scope`: message_id is unique per scope, so no sender
+        can make another's event a duplicate): `user:<id>` for a signed-in user, `anon:<id>` for an
+        anonymous browser, `server` for the write key and the service role, and the source itself
+        for events a plugin records (`billing`)."""
+        if self.source == "user":
+            return f"user:{self.user_id}"
+        if self.source == "anonymous":
+            return f"anon:{self.anonymous_id}"
+        return self.source
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,7 +246,25 @@ def collect_endpoints(pm, settings) -> dict[str, AnalyticsEndpoint]:
 def event_row(event: Event) -> tuple:
     return (event.message_id, event.endpoint, event.event, event.user_id, event.anonymous_id, event.session_id,
             event.ts, event.received_at, event.sent_at, json.dumps(event.properties, separators=(",", ":")),
-            json.dumps(event.context, separators=(",", ":")), event.is_bot, event.source)
+            json.dumps(event.context, separators=(",", ":")), event.is_bot, event.source, event.scope)
+
+
+def stored_json(text: str) -> Any:
+    """A stored `properties` or `context` as the journey and the export show it. What ingestion
+    refuses today may have been stored before (or by a plugin's own events): a text nested deeper
+    than MAX_DEPTH, or that is not JSON, is shown as `{"_unreadable": "too_deep" | "invalid_json",
+    "_stored": <the stored text>}`, so one such event neither fails the read nor is lost from it."""
+    try:
+        value = json.loads(text)
+    except RecursionError:  # deeper than the parser's stack
+        reason = "too_deep"
+    except (ValueError, TypeError):
+        reason = "invalid_json"
+    else:
+        if nesting_depth(value) <= MAX_DEPTH:
+            return value
+        reason = "too_deep"
+    return {"_unreadable": reason, "_stored": text if isinstance(text, str) else repr(text)}
 
 
 def stored_event(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -242,6 +273,6 @@ def stored_event(row: Mapping[str, Any]) -> dict[str, Any]:
         "message_id": row["message_id"], "event": row["event"], "endpoint": row["endpoint"],
         "timestamp": row["ts"], "received_at": row["received_at"], "user_id": row["user_id"],
         "anonymous_id": row["anonymous_id"], "session_id": row["session_id"],
-        "properties": json.loads(row["properties"]), "context": json.loads(row["context"]),
+        "properties": stored_json(row["properties"]), "context": stored_json(row["context"]),
         "is_bot": bool(row["is_bot"]),
     }

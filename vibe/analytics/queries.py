@@ -103,6 +103,7 @@ async def business(db: Database, start: float, end: float) -> dict[str, Any]:
         "mrr": [{"currency": c, "amount": round(v)} for c, v in sorted(mrr.items())],
         "active_subscribers": by_tier,
         "new_subscribers": int(flow["new"]), "churned_subscribers": int(flow["churned"]),
+        # net revenue: each payment less its refunds and lost disputes (sql/040_payments_links.*)
         "revenue": [{"currency": r["currency"], "amount": int(r["revenue"]), "payments": int(r["payments"])}
                     for r in revenue],
         "arpu": [{"currency": r["currency"], "amount": round(int(r["revenue"]) / users, 2) if users else 0.0}
@@ -134,8 +135,10 @@ def split_sessions(events: Sequence[dict[str, Any]], gap: float = SESSION_GAP) -
 
 
 async def journey(db: Database, user_id: str, start: float | None, end: float | None,
-                  limit: int) -> dict[str, Any]:
-    rows = await export_user(db, user_id, start, end)
+                  limit: int, *, linked: bool = True) -> dict[str, Any]:
+    """The user's last `limit` events in [start, end) as sessions; `linked`: with the anonymous
+    events linked to them (the admin view), else only those sent with their id (their own)."""
+    rows = await export_user(db, user_id, start, end, linked=linked)
     truncated = len(rows) > limit
     events = [stored_event(r) for r in rows[-limit:]]
     return {"user_id": user_id, "sessions": split_sessions(events), "truncated": truncated}

@@ -1,10 +1,17 @@
-"""Writing analytics: events deduplicated by message_id, and their rollups, in one transaction.
+"""Writing analytics: events deduplicated by message_id per sender, and their rollups, in one
+transaction.
 
 `store_events(tx, events, endpoints)` inserts the events a transaction carries (a group-commit
 batch of many requests, or the events a domain hook records) with multi-row statements, and
 updates the rollups of the events that are new and not from bots: counts and distinct actors
 per event name per hour and per day (event '*' for all), then each endpoint's own `rollup`.
 Rollup keys are sorted, so concurrent transactions lock rows in the same order (no deadlocks).
+
+A message_id is unique within its sender's scope (`Event.scope`: the signed-in user, the
+anonymous id, `server`), so one sender's id never makes another's event a duplicate. A new event
+carrying both a user id and an anonymous id links that anonymous id to the user
+(`analytics_anonymous_links`) unless it is linked already: the first link stays. Admin views and
+erasure follow the links; a user's own view (`linked=False`) shows only events with their id.
 """
 
 from __future__ import annotations
@@ -20,9 +27,9 @@ from vibe.analytics.model import AnalyticsEndpoint, Event, event_row
 from vibe.db.database import Database, Transaction, rows_source
 
 EVENT_COLUMNS = ("message_id", "endpoint", "event", "user_id", "anonymous_id", "session_id", "ts",
-                 "received_at", "sent_at", "properties", "context", "is_bot", "source")
+                 "received_at", "sent_at", "properties", "context", "is_bot", "source", "sender_scope")
 GRANULARITIES = {"hour": 3600, "day": 86400}
-CHUNK = 1000  # rows per statement (13 columns: 13,000 SQLite variables, under its 32,766 limit)
+CHUNK = 1000  # rows per statement (14 columns: 14,000 SQLite variables, under its 32,766 limit)
 
 
 def bucket(ts: float, granularity: str) -> int:
@@ -48,15 +55,19 @@ async def upsert_sum(tx: Transaction, table: str, keys: Sequence[str], sums: Seq
 
 
 async def insert_ignore(tx: Transaction, table: str, columns: Sequence[str], rows: Iterable[tuple],
-                        returning: str | None = None) -> list[Any]:
-    """Multi-row `INSERT ... ON CONFLICT DO NOTHING`; returns the `returning` column of new rows.
-    Without `returning` the insert is deferred (it rides with the transaction's next statement)."""
+                        returning: str | tuple[str, ...] | None = None) -> list[Any]:
+    """Multi-row `INSERT ... ON CONFLICT DO NOTHING`; returns the `returning` column of new rows
+    (a tuple of them when `returning` names several). Without `returning` the insert is deferred
+    (it rides with the transaction's next statement)."""
     rows = list(rows)
     found: list[Any] = []
     for start in range(0, len(rows), CHUNK):
         source, params = rows_source(tx, table, columns, rows[start:start + CHUNK])
         sql = f"INSERT INTO {table} ({', '.join(columns)}) {source} ON CONFLICT DO NOTHING"
-        if returning:
+        if isinstance(returning, tuple):
+            found.extend(tuple(r[c] for c in returning)
+                         for r in await tx.fetchall(f"{sql} RETURNING {', '.join(returning)}", params))
+        elif returning:
             found.extend(r[returning] for r in await tx.fetchall(f"{sql} RETURNING {returning}", params))
         else:
             tx.defer(sql, params)
@@ -89,17 +100,31 @@ async def store_events(tx: Transaction, events: Sequence[Event], endpoints: Mapp
 
     With `seen`, actor rows it holds are not written again; the actor keys written are added to
     `written`, for the caller to `seen.mark` once the transaction has committed."""
-    first: dict[str, int] = {}
-    for index, event in enumerate(events):
-        first.setdefault(event.message_id, index)
-    # In message_id order, so concurrent transactions wait on each other's keys in one order.
-    unique = sorted((events[i] for i in first.values()), key=lambda e: e.message_id)
+    keys = [(event.scope, event.message_id) for event in events]
+    first: dict[tuple[str, str], int] = {}
+    for index, key in enumerate(keys):
+        first.setdefault(key, index)
+    # In key order, so concurrent transactions wait on each other's keys in one order.
+    unique = sorted((events[i] for i in first.values()), key=lambda e: (e.scope, e.message_id))
     inserted = set(await insert_ignore(tx, "analytics_events", EVENT_COLUMNS, map(event_row, unique),
-                                       returning="message_id"))
-    new = [e for e in unique if e.message_id in inserted]
-    await update_rollups(tx, [e for e in new if not e.is_bot], endpoints, seen, written)
-    return ["accepted" if first[e.message_id] == i and e.message_id in inserted else "duplicate"
-            for i, e in enumerate(events)]
+                                       returning=("sender_scope", "message_id")))
+    accepted = [first[key] == i and key in inserted for i, key in enumerate(keys)]
+    await link_anonymous_ids(tx, [e for e, new in zip(events, accepted) if new])
+    await update_rollups(tx, [e for e, new in zip(events, accepted) if new and not e.is_bot],
+                         endpoints, seen, written)
+    return ["accepted" if new else "duplicate" for new in accepted]
+
+
+async def link_anonymous_ids(tx: Transaction, events: Sequence[Event]) -> None:
+    """Link each anonymous id a new event carries with a user id to that user, unless it is linked
+    already (to them or to anyone else: the first link stays). In a batch the first event wins."""
+    links: dict[str, tuple[str, float]] = {}
+    for event in events:
+        if event.user_id and event.anonymous_id:
+            links.setdefault(event.anonymous_id, (event.user_id, event.received_at))
+    if links:
+        await insert_ignore(tx, "analytics_anonymous_links", ("anonymous_id", "user_id", "linked_at"),
+                            sorted((anonymous_id, *link) for anonymous_id, link in links.items()))
 
 
 async def update_rollups(tx: Transaction, events: Sequence[Event], endpoints: Mapping[str, AnalyticsEndpoint],
@@ -132,10 +157,9 @@ async def update_rollups(tx: Transaction, events: Sequence[Event], endpoints: Ma
 
 
 async def linked_anonymous_ids(tx: Transaction, user_id: str) -> list[str]:
+    """The anonymous ids linked to `user_id` (analytics_anonymous_links), sorted."""
     rows = await tx.fetchall(
-        "SELECT DISTINCT anonymous_id FROM analytics_events WHERE user_id = %s AND anonymous_id IS NOT NULL",
-        (user_id,),
-    )
+        "SELECT anonymous_id FROM analytics_anonymous_links WHERE user_id = %s ORDER BY anonymous_id", (user_id,))
     return [r["anonymous_id"] for r in rows]
 
 
@@ -147,8 +171,9 @@ def _where_user(anonymous_ids: Sequence[str]) -> tuple[str, list[str]]:
 
 
 async def forget_user(db: Database, user_id: str) -> dict[str, int]:
-    """Erase a user's events (and those of the anonymous ids they used) and their distinct-actor
-    share; the anonymous totals (counts, page views, revenue) stay. Recorded in analytics_erasures."""
+    """Erase a user's events (and those of the anonymous ids linked to them, and the links) and
+    their distinct-actor share; the anonymous totals (counts, page views, revenue) stay. Recorded
+    in analytics_erasures."""
     async with db.transaction() as tx:
         anonymous_ids = await linked_anonymous_ids(tx, user_id)
         where, extra = _where_user(anonymous_ids)
@@ -156,6 +181,7 @@ async def forget_user(db: Database, user_id: str) -> dict[str, int]:
         actor_list = [user_id, *(f"anon:{a}" for a in anonymous_ids)]
         marks = ", ".join(["%s"] * len(actor_list))
         actors = await tx.execute(f"DELETE FROM analytics_actors WHERE actor IN ({marks})", actor_list)
+        await tx.execute("DELETE FROM analytics_anonymous_links WHERE user_id = %s", (user_id,))
         await tx.execute(
             "INSERT INTO analytics_erasures (user_hash, events_deleted, erased_at) VALUES (%s, %s, %s)",
             (hashlib.sha256(user_id.encode()).hexdigest(), events, time.time()),
@@ -164,10 +190,12 @@ async def forget_user(db: Database, user_id: str) -> dict[str, int]:
 
 
 async def export_user(db: Database, user_id: str, start: float | None = None,
-                      end: float | None = None) -> list[dict[str, Any]]:
-    """The stored events of a user (and of the anonymous ids they used) in [start, end), oldest first."""
+                      end: float | None = None, *, linked: bool = True) -> list[dict[str, Any]]:
+    """The stored events of a user in [start, end), oldest first. `linked` (the admin view, and the
+    CLI's): with those of the anonymous ids linked to them; else (the user's own view) only the
+    events sent with their user id."""
     async with db.transaction() as tx:
-        anonymous_ids = await linked_anonymous_ids(tx, user_id)
+        anonymous_ids = await linked_anonymous_ids(tx, user_id) if linked else []
         where, extra = _where_user(anonymous_ids)
         return await tx.fetchall(
             f"SELECT * FROM analytics_events WHERE {where} AND ts >= %s AND ts < %s ORDER BY ts, id",
@@ -176,7 +204,8 @@ async def export_user(db: Database, user_id: str, start: float | None = None,
 
 
 async def delete_expired(db: Database, retention_days: int, *, chunk: int = 5000) -> int:
-    """Delete raw events received more than `retention_days` ago, a chunk per transaction."""
+    """Delete raw events received more than `retention_days` ago, a chunk per transaction, then
+    the links older than that whose anonymous id has no event left."""
     cutoff = time.time() - retention_days * 86400
     total = 0
     while True:
@@ -188,4 +217,10 @@ async def delete_expired(db: Database, retention_days: int, *, chunk: int = 5000
             )
         total += max(deleted, 0)
         if deleted < chunk:
-            return total
+            break
+    async with db.transaction() as tx:
+        await tx.execute(
+            "DELETE FROM analytics_anonymous_links WHERE linked_at < %s AND NOT EXISTS "
+            "(SELECT 1 FROM analytics_events e WHERE e.anonymous_id = analytics_anonymous_links.anonymous_id)",
+            (cutoff,))
+    return total

@@ -11,7 +11,6 @@ is answered only after its message is committed ("2xx means committed").
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 import uuid
 from typing import Any, Sequence
@@ -24,15 +23,18 @@ from vibe.email import svix
 from vibe.email.keys import EMAIL_QUEUE, EMAIL_RENDERER, EMAIL_WORKER
 from vibe.email.queue import (
     EmailRejected,
+    address_problem,
     enqueue,
     message_with_history,
     record_event,
     set_status,
     suppress,
 )
+from vibe.email.templates import allows_http
 from vibe.keys import DB, SETTINGS
 from vibe.web.auth import require
 from vibe.web.errors import ApiError
+from vibe.web.json_body import check_depth, load_json
 from vibe.web.validation import Field, Problems, Shape
 
 BASE = "/functions/v1/email-notifications"
@@ -52,7 +54,7 @@ class QueueRequest:
     idempotency_key: str
 
 
-def make_flush(templates, sender: str):
+def make_flush(templates, sender: str, http: bool = False):
     """The group committer's flush. `enqueue` refuses before it writes, so a refused request
     leaves nothing behind and the others in the batch commit."""
 
@@ -62,7 +64,7 @@ def make_flush(templates, sender: str):
         for item in items:
             try:
                 out.append(await enqueue(tx, templates, user_id=item.user_id, type=item.type, data=item.data,
-                                         idempotency_key=item.idempotency_key, sender=sender, now=now))
+                                         idempotency_key=item.idempotency_key, sender=sender, now=now, http=http))
             except EmailRejected as exc:
                 out.append(exc)
         return out
@@ -76,10 +78,7 @@ async def _json_object(request: web.Request) -> dict:
     raw = await request.read()
     if len(raw) > MAX_BODY:
         raise ApiError(413, "payload_too_large", f"Bodies are limited to {MAX_BODY} bytes.")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested thousands deep
-        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    body = load_json(raw)  # 400 invalid_json, or too_deep past MAX_DEPTH
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
     return body
@@ -122,12 +121,13 @@ def body_schema(templates) -> dict:
 async def queue_email(request: web.Request) -> web.Response:
     await require(request, "admin", "service")
     item = parse_queue_request(await _json_object(request))
+    check_depth(item.data, "data")
     renderer = request.app[EMAIL_RENDERER]
     template = renderer.templates.get(item.type)
     if template is None:
         raise ApiError(400, "unknown_email_type", f"No email template is named {item.type!r}.",
                        details={"known": sorted(renderer.templates)})
-    problems = template.validate(item.data)
+    problems = template.validate(item.data, http=allows_http(request.app[SETTINGS]))
     if problems:
         raise ApiError(400, "invalid_email_data", f"The data does not fit the {item.type} template.", details=problems)
     try:  # the render check: a message that cannot be rendered is refused now, not dead-lettered later
@@ -171,15 +171,35 @@ async def delivery_event(request: web.Request) -> web.Response:
                               tolerance=settings.email.webhook_tolerance)
     except svix.SvixError as exc:
         raise ApiError(400, exc.code, str(exc)) from None
-    try:
-        event = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
-    if not isinstance(event, dict) or not isinstance(event.get("type"), str) or not isinstance(event.get("data"), dict):
-        raise ApiError(400, "invalid_event", "Expected {\"type\": ..., \"data\": {...}}.")
+    event = parse_delivery_event(load_json(body, "The event"))
     async with request.app[DB].transaction() as tx:
         result = await apply_delivery_event(tx, svix_id, event, time.time())
     return web.json_response({"received": True, **result})
+
+
+# What of a delivery event is read (the rest is Resend's and kept out of the database). Strings
+# that no text column can hold (NUL, a lone surrogate) are refused by the shape, not met by SQL.
+_TEXT = Field("str", nullable=True, strip=False, max_length=1000)
+EVENT = Shape({
+    "type": Field("str", required=True, min_length=1, max_length=100, strip=False),
+    "data": Field("object", required=True, shape=Shape({
+        "email_id": Field("str|int", nullable=True, strip=False, max_length=200),
+        "to": Field("list|str", nullable=True, max_length=50, items=_TEXT),
+        "bounce": Field("object", nullable=True, shape=Shape({"type": _TEXT, "message": _TEXT}, closed=False)),
+    }, closed=False)),
+}, closed=False)
+
+
+def parse_delivery_event(event: Any) -> dict:
+    """The event, checked: 400 `invalid_event` naming each field that is wrong."""
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str) or not isinstance(event.get("data"), dict):
+        raise ApiError(400, "invalid_event", "Expected {\"type\": ..., \"data\": {...}}.")
+    problems = Problems()
+    EVENT.collect(event, problems, where="")
+    if problems.found:
+        raise ApiError(400, "invalid_event", "The event is not valid.",
+                       details=[f"{p.field}: {p.message}" for p in problems.found])
+    return event
 
 
 async def apply_delivery_event(tx: Transaction, svix_id: str, event: dict, now: float) -> dict:
@@ -197,7 +217,8 @@ async def apply_delivery_event(tx: Transaction, svix_id: str, event: dict, now: 
     bounce = data.get("bounce") if isinstance(data.get("bounce"), dict) else {}
     hard = kind == "email.complained" or (kind == "email.bounced" and bounce.get("type", "Permanent") != "Transient")
     recipients = data.get("to") if isinstance(data.get("to"), list) else []
-    addresses = {str(a).lower() for a in recipients if isinstance(a, str)} | ({row["recipient"]} if row else set())
+    addresses = {a.lower() for a in recipients if isinstance(a, str) and not address_problem(a)}
+    addresses |= {row["recipient"]} if row else set()
     if hard:
         for address in addresses:
             await suppress(tx, address, "complaint" if kind == "email.complained" else "hard bounce", f"resend:{svix_id}", now)

@@ -14,7 +14,12 @@ from vibe.cli import CommandError, open_database, print_json
 from vibe.config import Settings
 from vibe.email.queue import record_event
 from vibe.email.schedule import run_schedule
-from vibe.email.templates import EmailRenderer, TemplateError, collect_templates
+from vibe.email.templates import (
+    EmailRenderer,
+    TemplateError,
+    allows_http,
+    collect_templates,
+)
 from vibe.email.unsubscribe import UnsubscribeLinks
 from vibe.plugins.hookspecs import hookimpl
 from vibe.plugins.host import build_plugin_manager
@@ -41,7 +46,7 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
             data = json.loads(args.data)
         except ValueError as exc:
             raise CommandError(f"--data is not valid JSON: {exc}") from None
-    problems = template.validate(data)
+    problems = template.validate(data, http=allows_http(settings))
     if problems:
         raise CommandError("; ".join(problems))
     renderer = EmailRenderer(templates, settings)

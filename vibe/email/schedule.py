@@ -17,7 +17,7 @@ from typing import Mapping
 from vibe.config import Settings
 from vibe.db.database import Database, DatabaseUnavailable
 from vibe.email.queue import EmailRejected, enqueue
-from vibe.email.templates import EmailTemplate
+from vibe.email.templates import EmailTemplate, allows_http
 from vibe.web.shutdown import wait_event
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ async def _queue_batch(db: Database, templates: Mapping[str, EmailTemplate], set
             try:
                 async with tx.savepoint():
                     _, new = await enqueue(tx, templates, user_id=user_id, type=kind, data=data,
-                                           idempotency_key=key, sender=settings.email.sender, now=now)
+                                           idempotency_key=key, sender=settings.email.sender, now=now,
+                                           http=allows_http(settings))
                     created += new
             except EmailRejected as exc:
                 log.warning("scheduled %s for %s not queued: %s", kind, user_id, exc.message)

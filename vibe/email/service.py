@@ -27,7 +27,7 @@ from vibe.email.keys import (
 )
 from vibe.email.schedule import EmailScheduler
 from vibe.email.senders import create_sender
-from vibe.email.templates import EmailRenderer, collect_templates
+from vibe.email.templates import EmailRenderer, allows_http, collect_templates
 from vibe.email.worker import EmailWorker
 from vibe.keys import DB, HTTP_SESSION, PLUGINS, SETTINGS, SHUTDOWN
 from vibe.ops import health
@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[EMAIL_QUEUE] = GroupCommitter(
-        app[DB], email_api.make_flush(app[EMAIL_RENDERER].templates, settings.email.sender), max_batch=200,
+        app[DB], email_api.make_flush(app[EMAIL_RENDERER].templates, settings.email.sender,
+                                      allows_http(settings)), max_batch=200,
         concurrency=4 if settings.db.dialect == "postgresql" else 1, name="email-queue",
     )
     try:

@@ -12,8 +12,11 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from typing import Mapping
+
+_PRINTABLE = re.compile(r"[\x20-\x7e]+")
 
 
 class SvixError(Exception):
@@ -43,6 +46,10 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, tolerance: i
     signatures = headers.get("svix-signature", "")
     if not (msg_id and stamp and signatures):
         raise SvixError("missing_signature", "svix-id, svix-timestamp and svix-signature headers are required")
+    # Svix's ids, stamps and signatures are printable ASCII; anything else (bytes that are not
+    # UTF-8 arrive as lone surrogates) could neither be signed nor stored.
+    if not all(_PRINTABLE.fullmatch(value) for value in (msg_id, stamp, signatures)) or len(msg_id) > 200:
+        raise SvixError("malformed_signature", "svix-* headers must be printable ASCII (svix-id at most 200)")
     try:
         timestamp = int(stamp)
     except ValueError:

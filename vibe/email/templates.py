@@ -5,6 +5,12 @@ A plugin's `register_email_templates(settings)` returns `EmailTemplate`s. Each n
 HTML and text bodies usually extend the shared `_layout.html` / `_layout.txt`. HTML is
 autoescaped; every variable a template uses must be given (StrictUndefined), so declared
 optional fields are passed as None when absent.
+
+Links in data are checked, since autoescaping keeps a value inside its `href` but not out of
+`javascript:`: a template's `urls` (and every string field named `*_url`) must be absolute
+`https` URLs (`http` too in development) naming a host with no `user@` before it; its `paths`
+(and every `*_path`) are paths in the app, one `/` first. Anything else is refused when queued,
+and a stored value that fails (queued before the check) renders as no link.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
@@ -20,6 +27,7 @@ import jinja2
 from vibe.config import Settings
 from vibe.paths import TEMPLATES_DIR
 from vibe.plugins.host import PluginManager
+from vibe.web.json_body import MAX_DEPTH, nesting_depth
 from vibe.web.validation import Field, Problems, Shape
 
 CATEGORIES = ("transactional", "engagement")
@@ -54,6 +62,8 @@ class EmailTemplate:
     # `await prepare(tx, profile, data, now) -> data`.
     prepare: Prepare | None = None
     data: Shape | Mapping[str, Field] | None = None
+    urls: tuple[str, ...] = ()  # data fields that are absolute links (besides those named *_url)
+    paths: tuple[str, ...] = ()  # data fields that are paths appended to app_url (besides *_path)
 
     def __post_init__(self):
         fields = dict(self.data.fields if isinstance(self.data, Shape) else self.data or {})
@@ -63,19 +73,81 @@ class EmailTemplate:
         names = ", ".join(sorted(fields)) or "none"
         object.__setattr__(self, "data", Shape(fields, null_is_absent=True, unknown=f"not a field of {self.name} "
                                                                                     f"(fields: {names})"))
+        texts = [k for k, f in fields.items() if "str" in f.kind.split("|")]
+        for kind, suffix in (("urls", "_url"), ("paths", "_path")):
+            declared = tuple(getattr(self, kind))
+            unknown = [k for k in declared if k not in texts]
+            if unknown:
+                raise TemplateError(f"email template {self.name}: {kind} names no string field: {', '.join(unknown)}")
+            named = tuple(k for k in texts if k.endswith(suffix))
+            object.__setattr__(self, kind, tuple(dict.fromkeys(declared + named)))
 
-    def validate(self, data: Any) -> list[str]:
-        """What is wrong with `data` for this template (empty when it is acceptable)."""
+    def validate(self, data: Any, *, http: bool = False) -> list[str]:
+        """What is wrong with `data` for this template (empty when it is acceptable); `http`:
+        plain `http` links are accepted too (development: `allows_http`)."""
         if not isinstance(data, dict):
             return ["data: expected a JSON object"]
+        if nesting_depth(data) > MAX_DEPTH:
+            return [f"data: nests objects and arrays more than {MAX_DEPTH} deep"]
         problems = Problems()
         self.data.collect(data, problems, where="data")
+        for key, problem in self.link_problems(data, http=http):
+            problems.add(f"data.{key}", problem)
         for key, value in data.items():
             if key in self.data.fields and isinstance(value, (dict, list)) and _unsendable(value):
                 problems.add(f"data.{key}", "may not contain NUL characters or unpaired UTF-16 surrogates",
                              "unstorable")
         kinds = [p for p in problems.found if p.code != "value"]  # a wrong value is named once the kinds are right
         return [f"{p.field}: {_message(p.code, p.message)}" for p in (kinds or problems.found)]
+
+
+    def link_problems(self, data: Mapping[str, Any], *, http: bool) -> list[tuple[str, str]]:
+        """(field, problem) for each link or path in `data` that may not become a link."""
+        found = [(k, url_problem(data[k], http=http)) for k in self.urls if isinstance(data.get(k), str)]
+        found += [(k, path_problem(data[k])) for k in self.paths if isinstance(data.get(k), str)]
+        return [(k, problem) for k, problem in found if problem]
+
+
+def allows_http(settings: Settings) -> bool:
+    """Whether plain-http links are accepted in mail: in development only."""
+    return settings.env == "development"
+
+
+MAX_LINK = 2000
+_NOT_IN_LINKS = re.compile(r"[\s\x00-\x1f\x7f-\x9f\\\ud800-\udfff]")
+
+
+def url_problem(value: str, *, http: bool = False) -> str | None:
+    """Why `value` may not be a link in a mail (None when it may): an absolute https URL (or
+    http, when `http`) naming a host, without `user@` (`https://bank.example@evil.test/`)."""
+    schemes = ("https", "http") if http else ("https",)
+    expected = "must be an https URL" if not http else "must be an http or https URL"
+    if len(value) > MAX_LINK:
+        return f"must be at most {MAX_LINK} characters"
+    if _NOT_IN_LINKS.search(value):
+        return "may not contain spaces, control characters or backslashes"
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        return expected
+    if parts.scheme.lower() not in schemes or not parts.hostname:
+        return expected
+    if "@" in parts.netloc:
+        return "may not name a user before the host (user@host)"
+    return None
+
+
+def path_problem(value: str) -> str | None:
+    """Why `value` may not follow `app_url` in a link (None when it may): one `/` first, so the
+    host stays the app's (`@evil.test` or `//evil.test` would not)."""
+    if len(value) > MAX_LINK:
+        return f"must be at most {MAX_LINK} characters"
+    if _NOT_IN_LINKS.search(value):
+        return "may not contain spaces, control characters or backslashes"
+    if not value.startswith("/") or value.startswith("//"):
+        return "must be a path in the app, starting with one /"
+    return None
 
 
 def _message(code: str, message: str) -> str:
@@ -186,6 +258,8 @@ class EmailRenderer:
                 unsubscribe_url: str | None = None) -> dict[str, Any]:
         values: dict[str, Any] = {key: None for key, field in template.data.fields.items() if not field.required}
         values.update(data)
+        for key, _ in template.link_problems(values, http=allows_http(self.settings)):
+            values[key] = None  # never a link: queued before links were checked
         name = recipient.get("display_name") or recipient.get("full_name") or ""
         values.update(
             user={"name": name, "first_name": name.split()[0] if name.strip() else "", "email": recipient.get("email")},

@@ -22,6 +22,7 @@ import urllib.parse
 
 import aiohttp_jinja2
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from vibe.config import Settings
 from vibe.email.keys import EMAIL_PAGES, EMAIL_UNSUBSCRIBE
@@ -143,9 +144,9 @@ async def show(request: web.Request) -> web.Response:
 async def post(request: web.Request) -> web.Response:
     try:
         user_id, category = _verify(request)
+        form = await _form(request)
     except ApiError as exc:
         return _refused(request, exc)
-    form = await request.post()
     db = request.app[DB]
     if form.get("List-Unsubscribe") == "One-Click":
         async with db.transaction() as tx:
@@ -161,6 +162,14 @@ async def post(request: web.Request) -> web.Response:
     if not _wants_html(request):
         return web.json_response({"preferences": await _state(request, user_id)})
     return await _page(request, user_id, category, "Your choices are saved.")
+
+
+async def _form(request: web.Request):
+    """The posted form; a body that is not one (a broken multipart, an unknown charset) is 400."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:  # what aiohttp's parsers raise
+        raise ApiError(400, "invalid_form", f"The form cannot be read: {type(exc).__name__}: {exc}"[:300]) from None
 
 
 def setup_routes(app: web.Application) -> None:

@@ -5,8 +5,11 @@ Claiming marks rows `sending` with a lease (`claimed_at`) in one short transacti
 lease expired (its process died mid-send) is claimed again. Results are written through a
 group committer, many per transaction. A transient failure is retried with exponential backoff
 and full jitter (never sooner than a `Retry-After`); a permanent one, or the
-EMAIL_MAX_ATTEMPTS-th failure, makes the message `dead`. The sender's circuit breaker stops
-claiming while the provider is down and lets one probe through after EMAIL_BREAKER_RESET_SECONDS.
+EMAIL_MAX_ATTEMPTS-th failure, makes the message `dead`. Any other exception a send raises (a
+header that cannot be built, a bug) counts as an attempt too: retried, then `dead`, so no message
+stays `sending` to be claimed again at every lease. A recipient that is not one plain address is
+`dead` at once. The sender's circuit breaker stops claiming while the provider is down and lets
+one probe through after EMAIL_BREAKER_RESET_SECONDS.
 """
 
 from __future__ import annotations
@@ -18,17 +21,16 @@ import logging
 import time
 from typing import Any
 
-import jinja2
-
 from vibe.config import Settings
 from vibe.db.database import Database, DatabaseUnavailable, Transaction
 from vibe.db.groupcommit import GroupCommitter
-from vibe.email.queue import record_event
+from vibe.email.queue import address_problem, record_event
 from vibe.email.senders import Outgoing, SendError
 from vibe.email.templates import EmailRenderer
 from vibe.email.unsubscribe import UnsubscribeLinks
 from vibe.ops.resilience import HALF_OPEN, OPEN, CircuitBreaker, backoff_delay
 from vibe.web.shutdown import wait_event
+from vibe.web.validation import UNSTORABLE
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,10 @@ class Outcome:
     next_attempt_at: float | None = None
     provider_id: str | None = None
     at: float = dataclasses.field(default_factory=time.time)
+
+    def __post_init__(self):  # an exception's text may quote what no database text can hold
+        self.error = UNSTORABLE.sub("\ufffd", self.error) if self.error else self.error
+        self.provider_id = UNSTORABLE.sub("\ufffd", self.provider_id) if self.provider_id else self.provider_id
 
 
 class EmailWorker:
@@ -185,9 +191,12 @@ class EmailWorker:
         if self._stopping:
             return Outcome(**{**base, "attempts": attempts - 1}, status="queued", next_attempt_at=time.time(),
                            error="shutting down before sending")
+        problem = address_problem(row["recipient"])
+        if problem:  # queued before addresses were checked at the door
+            return Outcome(**base, status="dead", error=f"recipient: {problem}"[:2000])
         try:
             message = self.compose(row)
-        except (KeyError, jinja2.TemplateError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - rendering is the same every time: no retry does better
             return Outcome(**base, status="dead", error=f"cannot render: {type(exc).__name__}: {exc}"[:2000])
         if not self.breaker.allow():
             return Outcome(**{**base, "attempts": attempts - 1}, status="queued",
@@ -202,15 +211,26 @@ class EmailWorker:
                 self.breaker.record_failure()
             else:
                 self.breaker.record_success()  # the provider answered: it is up, this message is refused
-            if not transient or attempts >= self.settings.email.max_attempts:
-                log.error("email %s dead after %d attempt(s): %s", row["id"], attempts, error)
-                return Outcome(**base, status="dead", error=error[:2000])
-            delay = backoff_delay(attempts, base=self.settings.email.retry_base_seconds,
-                                  cap=self.settings.email.retry_max_seconds, retry_after=getattr(exc, "retry_after", None))
-            log.warning("email %s failed (attempt %d, retry in %.1fs): %s", row["id"], attempts, delay, error)
-            return Outcome(**base, status="failed", error=error[:2000], next_attempt_at=time.time() + delay)
+            return self._failed(row, base, attempts, error, transient, getattr(exc, "retry_after", None))
+        except Exception as exc:  # noqa: BLE001 - not the provider's answer: this message's fault, or ours
+            if self.breaker.state == HALF_OPEN:  # it was the probe: let the next one through later
+                self.breaker.record_failure()
+            return self._failed(row, base, attempts, f"{type(exc).__name__}: {exc}", True, None, exc)
         self.breaker.record_success()
         return Outcome(**base, status="sent", provider_id=provider_id)
+
+    def _failed(self, row: dict[str, Any], base: dict, attempts: int, error: str, transient: bool,
+                retry_after: float | None, unexpected: BaseException | None = None) -> Outcome:
+        """A failed attempt: `failed` with a retry due after the backoff, or `dead` when it was
+        permanent or the last one allowed. An unexpected exception's traceback is logged once,
+        when the message dies."""
+        if not transient or attempts >= self.settings.email.max_attempts:
+            log.error("email %s dead after %d attempt(s): %s", row["id"], attempts, error, exc_info=unexpected)
+            return Outcome(**base, status="dead", error=error[:2000])
+        delay = backoff_delay(attempts, base=self.settings.email.retry_base_seconds,
+                              cap=self.settings.email.retry_max_seconds, retry_after=retry_after)
+        log.warning("email %s failed (attempt %d, retry in %.1fs): %s", row["id"], attempts, delay, error)
+        return Outcome(**base, status="failed", error=error[:2000], next_attempt_at=time.time() + delay)
 
     async def _write_results(self, tx: Transaction, outcomes: list[Outcome]) -> list[None]:
         """Each outcome's status, and a history line for it, unless the message's lease expired

@@ -28,10 +28,12 @@ async def user_billing(db, user_id: str) -> dict | None:
     for key in BOOLEANS:
         profile[key] = bool(profile[key])
     profile["payments"] = await db.fetchall(
-        "SELECT id, status, kind, amount, currency, invoice_id, payment_intent_id, charge_id, "
-        "checkout_session_id, subscription_id, failure_message, created FROM payments "
+        "SELECT id, status, kind, amount, amount_refunded, amount_lost, currency, invoice_id, payment_intent_id, "
+        "charge_id, checkout_session_id, subscription_id, failure_message, created FROM payments "
         "WHERE user_id = %s ORDER BY created, id", (user_id,),
     )
+    for payment in profile["payments"]:  # what stayed paid: less refunds and lost disputes
+        payment["net"] = int(payment["amount"]) - int(payment["amount_refunded"]) - int(payment["amount_lost"])
     profile["disputes"] = await db.fetchall(
         "SELECT id, charge_id, payment_intent_id, amount, currency, reason, status, created FROM disputes "
         "WHERE user_id = %s ORDER BY created", (user_id,),
@@ -40,6 +42,11 @@ async def user_billing(db, user_id: str) -> dict | None:
         "SELECT id, referred_user_id, payment_id, amount, currency, rate, created_at FROM commissions "
         "WHERE referrer_id = %s ORDER BY id", (user_id,),
     )
+    profile["commission_reversals"] = await db.fetchall(
+        "SELECT id, commission_id, payment_id, amount, currency, reason, created_at FROM commission_reversals "
+        "WHERE referrer_id = %s ORDER BY id", (user_id,),
+    )
+    profile["net"] = _net(profile)
     profile["subscriptions"] = await db.fetchall(
         "SELECT id, status, tier, price_id, amount, currency, billing_interval, current_period_end, "
         "cancel_at_period_end FROM subscriptions WHERE user_id = %s ORDER BY updated_at", (user_id,),
@@ -47,6 +54,19 @@ async def user_billing(db, user_id: str) -> dict | None:
     for sub in profile["subscriptions"]:
         sub["cancel_at_period_end"] = bool(sub["cancel_at_period_end"])
     return profile
+
+
+def _net(profile: dict) -> dict:
+    """Per currency: what the user paid and kept paid, and the referral commissions that stand
+    (earned less reversed)."""
+    paid: dict[str, int] = {}
+    earned: dict[str, int] = {}
+    for p in profile["payments"]:
+        if p["status"] == "succeeded":
+            paid[p["currency"]] = paid.get(p["currency"], 0) + p["net"]
+    for c in profile["commissions"] + profile["commission_reversals"]:
+        earned[c["currency"]] = earned.get(c["currency"], 0) + int(c["amount"])
+    return {"paid": dict(sorted(paid.items())), "commissions": dict(sorted(earned.items()))}
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -63,11 +83,13 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     for key in ("id", "email", "tier", "subscription_status", "current_period_end", "cancel_at_period_end",
                 "stripe_customer_id", "referral_code", "referred_by", "needs_review"):
         print(f"{key:22} {user[key]}")
-    for section in ("payments", "disputes", "commissions"):
+    for section in ("payments", "disputes", "commissions", "commission_reversals"):
         print(f"{section}:")
         for row in user[section]:
             print(f"  #{row['id']}  {row['amount']} {row['currency']}  " +
                   "  ".join(f"{k}={v}" for k, v in row.items() if k not in ("id", "amount", "currency") and v))
+    for kind, totals in user["net"].items():
+        print(f"net {kind + ':':13} " + (", ".join(f"{v} {c}" for c, v in totals.items()) or "none"))
     return 0
 
 

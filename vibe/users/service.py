@@ -12,7 +12,6 @@ the PostgreSQL listener that carries evictions between instances.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from vibe.users.keys import CONTENT_CACHE, QUERY_CACHE, USER_SESSION_CACHE
 from vibe.users.sessions import Session, session_of
 from vibe.web import ratelimit
 from vibe.web.errors import ApiError
+from vibe.web.json_body import load_json
 from vibe.web.keys import LOAD_MONITOR
 from vibe.web.validation import Field, Shape
 
@@ -95,10 +95,7 @@ async def vocabulary(app: web.Application) -> dict[str, tuple[str, ...]]:
 async def user_management(request: web.Request) -> web.Response:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
-    try:
-        body = json.loads(await request.read())
-    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
-        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    body = load_json(await request.read())  # 400 invalid_json, or too_deep past MAX_DEPTH (32)
     if not isinstance(body, dict) or set(body) - {"action", "data"}:
         raise ApiError(400, "invalid_body", 'The body must be {"action": ..., "data": {...}}.')
     route = ACTIONS.get(body.get("action")) if isinstance(body.get("action"), str) else None
