@@ -1,10 +1,11 @@
-"""payment_intent.succeeded and charge.dispute.created.
+"""payment_intent.succeeded, charge.dispute.created and charge.dispute.closed.
 
 A PaymentIntent of API version 2025-03-31 or later does not name its invoice: its event waits
 (woken at once) for `invoice_payment.paid`, so that an invoice's payment is one payment."""
 
 from vibe.api import (
     Dispute,
+    close_dispute,
     hookimpl,
     object_id,
     record_dispute,
@@ -39,7 +40,8 @@ async def payment_intent_succeeded(ctx):
     return f"payment {row['id']} {'recorded' if new else 'already recorded'}"
 
 
-async def dispute_created(ctx):
+async def _dispute(ctx) -> tuple[dict, str | None, str | None, str | None]:
+    """Record the dispute (once) and announce it when new: (dispute, user, charge, PaymentIntent)."""
     dispute = ctx.obj
     charge_id = object_id(dispute.get("charge"))
     pi = object_id(dispute.get("payment_intent"))
@@ -52,9 +54,27 @@ async def dispute_created(ctx):
             currency=dispute.get("currency"), reason=dispute.get("reason"), charge_id=charge_id,
             payment_intent_id=pi, status=dispute.get("status"),
         ))
+    return dispute, user_id, charge_id, pi
+
+
+async def dispute_created(ctx):
+    _, user_id, _, _ = await _dispute(ctx)
     return f"dispute recorded for user {user_id}" if user_id else "dispute recorded; no user matched the charge"
+
+
+async def dispute_closed(ctx):
+    """A closed dispute (its `created` may never have come): lost reverses the payment's commission."""
+    dispute, _, charge_id, pi = await _dispute(ctx)
+    payment = await close_dispute(ctx, dispute["id"], dispute.get("status"), charge_id, pi)
+    status = dispute.get("status")
+    if status != "lost":
+        return f"dispute {dispute['id']} closed: {status}"
+    if payment is None:
+        return f"dispute {dispute['id']} lost; applied when its payment is recorded"
+    return f"dispute {dispute['id']} lost: payment {payment['id']}"
 
 
 @hookimpl
 def register_stripe_handlers():
-    return {"payment_intent.succeeded": payment_intent_succeeded, "charge.dispute.created": dispute_created}
+    return {"payment_intent.succeeded": payment_intent_succeeded, "charge.dispute.created": dispute_created,
+            "charge.dispute.closed": dispute_closed}
