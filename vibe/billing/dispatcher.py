@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -27,12 +26,15 @@ from typing import Any
 
 import pluggy
 
+from vibe.billing.inbox import CLAIM_COLUMNS, claim_one, defer_status_updates
 from vibe.billing.outcomes import EventOutcome, WaitForCustomer
 from vibe.billing.registry import Handler
 from vibe.billing.state import ConfigurationNeeded, type_rank
 from vibe.config import Settings
-from vibe.db.database import Database, DatabaseUnavailable, Transaction, rows_source
+from vibe.db.database import Database, DatabaseUnavailable, Transaction
 from vibe.plugins.context import StripeEventContext
+from vibe.web.errors import ApiError
+from vibe.web.json_body import load_json
 from vibe.web.shutdown import wait_event
 
 log = logging.getLogger(__name__)
@@ -53,9 +55,15 @@ class Dispatcher:
         self._stopping = False
         # Since start, in this process: events that ended `processed`, and events run (attempts,
         # whatever their outcome) and how many of those failed (transient or configuration).
-        self.processed = 0
-        self.attempts = 0
-        self.failed_attempts = 0
+        self.processed, self.attempts, self.failed_attempts = 0, 0, 0
+        # Batches whose transaction failed as a whole, in a row (0 once one commits or nothing
+        # is due), and the last error: past a threshold the health probe says it is failing.
+        self.failed_batches, self.last_error, self.last_error_at = 0, None, None
+
+    def _batch_failed(self, exc: BaseException) -> None:
+        self.failed_batches += 1
+        self.last_error = _describe(exc)
+        self.last_error_at = time.time()
 
     def wake(self) -> None:
         """New work was stored: look now rather than at the next poll."""
@@ -77,12 +85,13 @@ class Dispatcher:
                 while not self._stopping and await self.process_due():
                     pass
                 failures = 0
-            except DatabaseUnavailable as exc:
+            except DatabaseUnavailable as exc:  # the database's alert, not the batches' (see the probe)
                 failures += 1
                 delay = min(30.0, 0.5 * 2 ** min(failures, 6))
                 log.warning("dispatcher: database unavailable (%s); next try in %.1fs", exc, delay)
                 await self._pause(delay)
-            except Exception:
+            except Exception as exc:
+                self._batch_failed(exc)
                 log.exception("dispatcher: unexpected error; continuing")
                 await self._pause(1.0)
 
@@ -99,7 +108,9 @@ class Dispatcher:
 
         Fast path: the whole batch runs under one savepoint. If any handler raises (a failure,
         or an outcome such as stale or waiting), the batch rolls back to it and runs again with
-        a savepoint per event, so one event's trouble never touches another's effects.
+        a savepoint per event, so one event's trouble never touches another's effects. Should
+        the batch's transaction fail all the same (whatever aborts it), its events run again
+        one transaction each (`_one_by_one`): one event can never hold back the others.
         """
         now = time.time()
         # A plain read first: an idle poll takes no write lock (SQLite) and opens no transaction.
@@ -107,16 +118,31 @@ class Dispatcher:
             "SELECT 1 FROM stripe_events WHERE status IN ('pending', 'failed', 'waiting') "
             "AND next_attempt_at <= %s LIMIT 1", (now,)
         ):
+            self.failed_batches = 0  # nothing due: nothing is failing
             return 0
+        claimed: list[str] = []
+        try:
+            return await self._batch(now, limit, claimed)
+        except Exception as exc:
+            if not claimed or isinstance(exc, DatabaseUnavailable):
+                raise
+            self._batch_failed(exc)
+            log.error("dispatcher: a batch of %d event(s) failed as a whole (%s); running them one by one",
+                      len(claimed), self.last_error)
+            await self._one_by_one(claimed)
+            return len(claimed)
+
+    async def _batch(self, now: float, limit: int | None, claimed: list[str]) -> int:
         async with self.db.transaction() as tx:
             rows = await tx.fetchall(
-                f"SELECT {_CLAIM_COLUMNS} FROM stripe_events "
+                f"SELECT {CLAIM_COLUMNS} FROM stripe_events "
                 "WHERE status IN ('pending', 'failed', 'waiting') AND next_attempt_at <= %s "
                 "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
                 (now, limit or self.batch_size),
             )
             if not rows:
                 return 0
+            claimed.extend(row["id"] for row in rows)
             rows.sort(key=lambda r: (int(r["created"]), type_rank(r["type"]), r["received_at"]))
             customers: set[str] = set()
             try:
@@ -134,10 +160,38 @@ class Dispatcher:
                 # per event would take the shared rollup rows' locks early and hold them while
                 # the next event waits on rows another transaction holds (a deadlock).
                 await tx.flush_collected()
-            _defer_status_updates(tx, updates)
+            defer_status_updates(tx, updates)
+        self.failed_batches = 0
         self._count(updates)
         await self._wake_linked(customers)
         return len(rows)
+
+    async def _one_by_one(self, event_ids: list[str]) -> None:
+        """Each event of a failed batch in a transaction of its own; one whose own transaction
+        fails too is recorded as a failed attempt (retried, then dead) in yet another."""
+        for event_id in event_ids:
+            customers: set[str] = set()
+            updates: list[tuple] = []
+            try:
+                async with self.db.transaction() as tx:
+                    if (row := await claim_one(tx, event_id)) is None:
+                        continue
+                    updates = [await self._run(tx, row, customers, isolated=True)]
+                    defer_status_updates(tx, updates)
+            except DatabaseUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded (and logged) as the event's failed attempt
+                async with self.db.transaction() as tx:
+                    if (row := await claim_one(tx, event_id)) is None:
+                        continue
+                    now = time.time()
+                    outcome = self._outcome(exc, row, now, int(row["attempts"]))  # status, note, error, next, waiting, n
+                    cause = updates[0][4] if updates else None  # what failed first, not the COMMIT after it
+                    updates = [(outcome[0], outcome[5], *outcome[3:5], cause or outcome[2], outcome[1], now, event_id)]
+                    self.last_error = f"event {event_id} fails its own transaction: {cause or outcome[2]}"
+                    defer_status_updates(tx, updates)
+            self._count(updates)
+            await self._wake_linked(customers)
 
     def _count(self, updates: list[tuple]) -> None:
         """After COMMIT: what the committed status updates (`_UPDATE`'s parameters) say."""
@@ -170,14 +224,14 @@ class Dispatcher:
         out = []
         for event_id in event_ids:
             async with self.db.transaction() as tx:
-                row = await tx.fetchone(f"SELECT {_CLAIM_COLUMNS} FROM stripe_events WHERE id = %s FOR UPDATE",
+                row = await tx.fetchone(f"SELECT {CLAIM_COLUMNS} FROM stripe_events WHERE id = %s FOR UPDATE",
                                         (event_id,))
                 if row is None:
                     continue
                 row["attempts"] = 0  # a replay gets a fresh set of attempts
                 customers: set[str] = set()
                 updates = [await self._run(tx, row, customers, isolated=True)]
-                _defer_status_updates(tx, updates)
+                defer_status_updates(tx, updates)
             self._count(updates)
             await self._wake_linked(customers)
             out.append(await self.db.fetchone("SELECT * FROM stripe_events WHERE id = %s", (event_id,)))
@@ -185,14 +239,15 @@ class Dispatcher:
 
     async def _run(self, tx: Transaction, row: dict[str, Any], customers: set[str], *, isolated: bool) -> tuple:
         """Run the event's handler; return the parameters of its status update (`_UPDATE`).
-        Customers it linked or waits for are added to `customers`."""
-        event = json.loads(row["payload"])
+        Customers it linked or waits for are added to `customers`. A stored body that does not
+        parse (or nests deeper than vibe.web.json_body allows) fails like a handler would."""
         handler = self.handlers.get(row["type"])
         now = time.time()
-        ctx = StripeEventContext(tx=tx, settings=self.settings, pm=self.pm, now=now, event=event)
         status, note, error, next_at, waiting_for = "processed", None, None, None, None
         attempts = int(row["attempts"])
         try:
+            event = load_json(row["payload"], "The stored event")
+            ctx = StripeEventContext(tx=tx, settings=self.settings, pm=self.pm, now=now, event=event)
             async with tx.savepoint() if isolated else contextlib.nullcontext():
                 if handler is None:
                     status, note = "ignored", "no handler for this event type"
@@ -222,7 +277,7 @@ class Dispatcher:
             return "waiting", str(exc), None, now + recheck, exc.customer_id, attempts
         if isinstance(exc, EventOutcome):
             return exc.status, str(exc) or None, None, None, None, attempts
-        error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
+        error = _describe(exc)
         if isinstance(exc, ConfigurationNeeded):  # no retry can fix it: no next attempt, no count
             note = f"{NEEDS_CONFIGURATION} ({exc.setting}): {exc} (then: python run.py events replay --failed)"
             log.error("stripe event %s (%s) %s", row["id"], row["type"], note)
@@ -235,22 +290,11 @@ class Dispatcher:
         return "failed", None, error, now + self.backoff(attempts), None, attempts
 
 
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ApiError):
+        return f"{exc.code}: {exc.message}"[:2000]
+    return "".join(traceback.format_exception_only(exc)).strip()[:2000]
+
+
 class _RunIsolated(Exception):
     """A handler raised on the batch's fast path: run the batch again, one savepoint per event."""
-
-
-_CLAIM_COLUMNS = "id, type, created, payload, status, attempts, received_at"
-_STATUS_COLUMNS = ("status", "attempts", "next_attempt_at", "waiting_for", "last_error", "note", "processed_at", "id")
-_UPDATE = f"UPDATE stripe_events SET {', '.join(f'{c} = %s' for c in _STATUS_COLUMNS[:-1])} WHERE id = %s"
-
-
-def _defer_status_updates(tx: Transaction, updates: list[tuple]) -> None:
-    """The batch's status updates, sent with COMMIT: on PostgreSQL one statement for the whole
-    batch (its rows as one JSON parameter), on SQLite one cheap local statement per event."""
-    if tx.dialect != "postgresql" or len(updates) == 1:
-        for update in updates:
-            tx.defer(_UPDATE, update)
-        return
-    source, params = rows_source(tx, "stripe_events", _STATUS_COLUMNS, updates)
-    tx.defer(f"UPDATE stripe_events AS e SET {', '.join(f'{c} = v.{c}' for c in _STATUS_COLUMNS[:-1])} "
-             f"FROM ({source}) AS v WHERE e.id = v.id", params)

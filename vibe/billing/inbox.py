@@ -8,13 +8,13 @@ each delivery whether it was new or a duplicate, also when two copies race each 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from typing import Any, Sequence
 
 from vibe.config import Settings
-from vibe.db.database import Transaction
+from vibe.db.database import Transaction, rows_source, safe_text
 from vibe.web.errors import ApiError
+from vibe.web.json_body import load_json
 
 MAX_ID_LENGTH = 255
 COLUMNS = (
@@ -55,21 +55,30 @@ def _invalid(message: str) -> ApiError:
 
 
 def parse_event(body: bytes, settings: Settings, received_at: float | None = None) -> InboxEvent:
-    """Validate a verified body as a Stripe event envelope; raise ApiError(400) if it is not one."""
+    """Validate a verified body as a Stripe event envelope; raise ApiError(400) if it is not one.
+
+    The body must be UTF-8 JSON nested at most vibe.web.json_body.MAX_DEPTH deep (400
+    `invalid_json`, `too_deep`): so the raw text kept in `payload` holds no NUL and no lone
+    surrogate (JSON escapes them, `\u0000`), and is stored byte for byte. The id and the type,
+    which key the row, must be text a database can hold (400 otherwise); other strings of the
+    event reach the database through the bind layer's replacement (vibe.db.database.safe_text)."""
     try:
-        event = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
-    except RecursionError:
-        raise ApiError(400, "invalid_json", "The body is nested too deeply.") from None
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_json", "The body is not UTF-8 encoded JSON.") from None
+    event = load_json(text, "The event")
     if not isinstance(event, dict):
         raise _invalid("The body must be a JSON object (a Stripe event).")
     problems = []
     event_id, event_type, created = event.get("id"), event.get("type"), event.get("created")
     if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_ID_LENGTH:
         problems.append("id: a string of 1 to 255 characters is required")
+    elif safe_text(event_id) != event_id:
+        problems.append("id: must not contain NUL or unpaired surrogate characters")
     if not isinstance(event_type, str) or not 0 < len(event_type) <= 100:
         problems.append("type: a string is required")
+    elif safe_text(event_type) != event_type:
+        problems.append("type: must not contain NUL or unpaired surrogate characters")
     if not isinstance(created, int) or isinstance(created, bool) or created < 0:
         problems.append("created: a Unix timestamp (integer) is required")
     if event.get("object", "event") != "event":
@@ -96,7 +105,7 @@ def parse_event(body: bytes, settings: Settings, received_at: float | None = Non
     return InboxEvent(
         id=event_id, type=event_type, created=created, livemode=livemode, account=account,
         api_version=api_version, object_id=object_id if isinstance(object_id, str) else None,
-        payload=body.decode(), received_at=time.time() if received_at is None else received_at,
+        payload=text, received_at=time.time() if received_at is None else received_at,
         status=status, note=note,
     )
 
@@ -123,3 +132,30 @@ async def store_events(tx: Transaction, events: Sequence[InboxEvent]) -> list[St
         seen.add(event.id)
         results.append(StoreResult(event.id, duplicate=not new, status=event.status if new else "duplicate"))
     return results
+
+
+# The dispatcher's reads and writes of an event's row (vibe/billing/dispatcher.py).
+async def claim_one(tx: Transaction, event_id: str) -> dict[str, Any] | None:
+    """The event's row, locked, if it is still due. It waits for the lock (not SKIP LOCKED):
+    another loop's batch holding it ends soon, and then this one sees what it left."""
+    return await tx.fetchone(
+        f"SELECT {CLAIM_COLUMNS} FROM stripe_events WHERE id = %s "
+        "AND status IN ('pending', 'failed', 'waiting') AND next_attempt_at <= %s FOR UPDATE",
+        (event_id, time.time()))
+
+
+CLAIM_COLUMNS = "id, type, created, payload, status, attempts, received_at"
+_STATUS_COLUMNS = ("status", "attempts", "next_attempt_at", "waiting_for", "last_error", "note", "processed_at", "id")
+_UPDATE = f"UPDATE stripe_events SET {', '.join(f'{c} = %s' for c in _STATUS_COLUMNS[:-1])} WHERE id = %s"
+
+
+def defer_status_updates(tx: Transaction, updates: list[tuple]) -> None:
+    """The batch's status updates, sent with COMMIT: on PostgreSQL one statement for the whole
+    batch (its rows as one JSON parameter), on SQLite one cheap local statement per event."""
+    if tx.dialect != "postgresql" or len(updates) == 1:
+        for update in updates:
+            tx.defer(_UPDATE, update)
+        return
+    source, params = rows_source(tx, "stripe_events", _STATUS_COLUMNS, updates)
+    tx.defer(f"UPDATE stripe_events AS e SET {', '.join(f'{c} = v.{c}' for c in _STATUS_COLUMNS[:-1])} "
+             f"FROM ({source}) AS v WHERE e.id = v.id", params)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -61,13 +62,19 @@ async def stripe_probe(app: web.Application) -> dict[str, Any]:
         if r["status"] == "failed" and r["parked"]:
             configuration += int(r["n"])
     dispatcher = app[DISPATCHER]
-    out = {"status": "degraded" if counts["dead"] or configuration else "healthy", "events": counts,
+    failing = await _failing(app, dispatcher)
+    out = {"status": "degraded" if counts["dead"] or configuration or failing else "healthy", "events": counts,
            "processed": dispatcher.processed, "attempts": dispatcher.attempts,
            "failed_attempts": dispatcher.failed_attempts, "needs_configuration": configuration,
            # the events the dispatcher will still take up (not those waiting for the operator)
            "queues": {"stripe_pending": counts["pending"] + counts["failed"] + counts["waiting"] - configuration,
                       "stripe_dead": counts["dead"], "stripe_inbox_batcher": app[STRIPE_INBOX].depth}}
+    out["dispatcher"] = {"failed_batches": dispatcher.failed_batches, "last_error": dispatcher.last_error,
+                         "last_error_at": dispatcher.last_error_at}
     errors = []
+    if failing:
+        out["failing"] = failing  # the watchdog's `failing:stripe-webhook` alert
+        errors.append(failing)
     if configuration:
         notes = await app[DB].fetchall(
             "SELECT DISTINCT note FROM stripe_events WHERE status = 'failed' AND next_attempt_at IS NULL LIMIT 20")
@@ -80,6 +87,24 @@ async def stripe_probe(app: web.Application) -> dict[str, Any]:
     if errors:
         out["error"] = "; ".join(errors)
     return out
+
+
+async def _failing(app: web.Application, dispatcher: Dispatcher) -> str | None:
+    """Why the pipeline is stuck, if it is: STRIPE_FAILING_BATCHES batches failed in a row (for a
+    reason of their own: an unreachable database is the database's alert), or a due event older
+    than STRIPE_DUE_AGE_SECONDS (no one processes, or not fast enough, whatever the reason)."""
+    billing, now = app[SETTINGS].billing, time.time()
+    oldest = await app[DB].fetchval(
+        "SELECT MIN(next_attempt_at) FROM stripe_events WHERE status IN ('pending', 'failed', 'waiting') "
+        "AND next_attempt_at <= %s", (now,))
+    reasons = []
+    if dispatcher.failed_batches >= billing.failing_batches:
+        reasons.append(f"the dispatcher's last {dispatcher.failed_batches} batches failed "
+                       f"(STRIPE_FAILING_BATCHES={billing.failing_batches}): {dispatcher.last_error}")
+    if oldest is not None and now - float(oldest) > billing.due_age_seconds:
+        reasons.append(f"the oldest due Stripe event has waited {now - float(oldest):.0f} s "
+                       f"(STRIPE_DUE_AGE_SECONDS={billing.due_age_seconds:g})")
+    return "; ".join(reasons) or None
 
 
 def setup(app: web.Application) -> None:

@@ -71,6 +71,12 @@ class BillingSettings:
                            "`false`: store events but leave processing to other instances")
     dispatch_concurrency: int = setting("STRIPE_DISPATCH_CONCURRENCY", 0, "dispatcher loops in one process",
                                         minimum=0, default_text="4 (PostgreSQL), 1 (SQLite)")
+    failing_batches: int = setting(
+        "STRIPE_FAILING_BATCHES", 3, "dispatcher batches failed in a row after which `/health` says degraded "
+        "(and the alert watchdog fires)", minimum=1)
+    due_age_seconds: float = setting(
+        "STRIPE_DUE_AGE_SECONDS", 300.0, "`/health` says degraded when the oldest due event has waited longer "
+        "(and the alert watchdog fires)", minimum=1)
     referral_commission_rate: float = setting(
         "REFERRAL_COMMISSION_RATE", 0.20, "share of a referred user's payment paid to the referrer",
         minimum=0, maximum=1)

@@ -22,12 +22,49 @@ import abc
 import contextlib
 import itertools
 import json
+import logging
+import re
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 from vibe.config import Settings
 
 Params = Sequence[Any] | None
+log = logging.getLogger(__name__)
+
+
+REPLACEMENT = "\ufffd"
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+
+
+def safe_text(value: str) -> str:
+    """`value` with what no database text can hold replaced by U+FFFD: NUL (PostgreSQL's text
+    refuses it) and lone surrogates (not encodable as UTF-8; neither driver binds them). Applied
+    to every string parameter as it is bound, on both databases, so a handler's columns hold the
+    same text everywhere, and one customer's odd name never fails a statement (issue 15)."""
+    if value.isascii():
+        return value.replace("\x00", REPLACEMENT) if "\x00" in value else value
+    return _UNSAFE.sub(REPLACEMENT, value)
+
+
+def safe_params(params: Sequence[Any]) -> Sequence[Any]:
+    """`params` with `safe_text` applied to its strings (and to those in lists and tuples)."""
+    changed = None
+    for index, value in enumerate(params):
+        kind = type(value)
+        if kind is str:
+            new = safe_text(value)
+        elif kind is list or kind is tuple:
+            new = safe_params(value)
+        else:
+            continue
+        if new is not value:
+            if changed is None:
+                changed = list(params)
+            changed[index] = new
+    if changed is None:
+        return params
+    return tuple(changed) if type(params) is tuple else changed
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -56,10 +93,19 @@ class Transaction(_Reads, abc.ABC):
     next statement (on PostgreSQL in the same round trip), and always before it, so later reads
     in the transaction see it and COMMIT includes it. Savepoints are deferred the same way.
 
+    A deferred statement counts as sent only once the round trip carrying it has been built and
+    handed to the server (`_hand_over`): a statement that cannot be built (a value the driver
+    refuses) or a PREPARE that fails first leaves the queue as it was, so a savepoint never
+    rolls back to a name the server has not seen (issue 15).
+
     `collect(flush)` goes one step further for rows of one kind that many events of a batch
     write (analytics events, say): it returns the transaction's list for `flush`, and
     `flush(tx, items)` writes everything gathered in it once, just before COMMIT (or earlier,
     at `flush_collected()`). Items gathered inside a savepoint that rolls back are dropped.
+
+    `after_commit(fn)` runs `fn()` once the transaction has committed (never when it rolls back,
+    nor when registered inside a savepoint that rolled back): cache evictions go there, so no
+    reader can load the old row again after them.
     """
 
     dialect: str
@@ -68,8 +114,9 @@ class Transaction(_Reads, abc.ABC):
 
     def __init__(self) -> None:
         self._deferred: list[tuple[str, Params]] = []
-        self._flushes = 0
+        self._handed = 0  # deferred statements handed to the server so far (in queue order)
         self._collected: dict[Callable[["Transaction", list], Awaitable[None]], list] = {}
+        self._after_commit: list[Callable[[], Any]] = []
 
     def collect(self, flush: Callable[["Transaction", list], Awaitable[None]]) -> list:
         """The list of items `flush` will write before COMMIT (append to it)."""
@@ -87,14 +134,26 @@ class Transaction(_Reads, abc.ABC):
                     items.clear()
                     await flush(self, taken)
 
+    def after_commit(self, fn: Callable[[], Any]) -> None:
+        """Call `fn()` after COMMIT succeeds (errors are logged, never raised)."""
+        self._after_commit.append(fn)
+
+    def _run_after_commit(self) -> None:
+        hooks, self._after_commit = self._after_commit, []
+        for fn in hooks:
+            try:
+                fn()
+            except Exception:  # the transaction is committed: nothing to undo, only to report
+                log.exception("after-commit hook %r failed", fn)
+
     def defer(self, sql: str, params: Params = None) -> None:
         self._deferred.append((sql, params))
 
-    def _take_deferred(self) -> list[tuple[str, Params]]:
-        taken, self._deferred = self._deferred, []
-        if taken:
-            self._flushes += 1
-        return taken
+    def _hand_over(self, count: int) -> None:
+        """The first `count` queued statements are on their way to the server (built, sent)."""
+        if count:
+            del self._deferred[:count]
+            self._handed += count
 
     def discard_deferred(self) -> None:
         self._deferred = []
@@ -108,23 +167,40 @@ class Transaction(_Reads, abc.ABC):
     @abc.abstractmethod
     async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None: ...
 
+    @staticmethod
+    def _no_such_savepoint(exc: BaseException) -> bool:
+        """The server says the savepoint does not exist (it never ran: the round trip that
+        carried it failed as a whole, a syntax error say)."""
+        return getattr(exc, "pgcode", None) == "3B001" or "no such savepoint" in str(exc)
+
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator["Transaction"]:
         """A nested unit: on an exception, what it did is undone and the exception goes on."""
         name = f"sp_{next(self._savepoints)}"
+        sequence = self._handed + len(self._deferred)  # the SAVEPOINT's place in the queue's order
         self.defer(f"SAVEPOINT {name}")
-        flushes, position = self._flushes, len(self._deferred) - 1
         gathered = {flush: len(items) for flush, items in self._collected.items()}
+        hooks = len(self._after_commit)
         try:
             yield self
         except BaseException:
             for flush, items in self._collected.items():  # what was gathered inside is undone too
                 del items[gathered.get(flush, 0):]
-            if self._flushes == flushes:  # nothing reached the server since: just forget it
-                del self._deferred[position:]
-            else:  # what is still queued was queued inside the savepoint
-                self.discard_deferred()
+            del self._after_commit[hooks:]
+            if self._handed <= sequence:  # the SAVEPOINT never left: forget it and what followed
+                del self._deferred[sequence - self._handed:]
+                raise
+            self.discard_deferred()  # what is still queued was queued inside the savepoint
+            unrun = False
+            try:
                 await self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            except Exception as rollback_error:
+                if not self._no_such_savepoint(rollback_error):
+                    raise
+                # The round trip that carried it failed unrun: the transaction is aborted and only
+                # an enclosing savepoint (or the ROLLBACK) can undo it; the cause goes on.
+                unrun = True
+            if not unrun:
                 self.defer(f"RELEASE SAVEPOINT {name}")
             raise
         else:
@@ -180,7 +256,7 @@ def rows_source(tx: Transaction, table: str, columns: Sequence[str], rows: Seque
     them cost more than the insert. SQLite binds parameters natively: plain `VALUES (...), ...`.
     """
     if tx.dialect == "postgresql":
-        payload = json.dumps([dict(zip(columns, row)) for row in rows], separators=(",", ":"))
+        payload = json.dumps([dict(zip(columns, safe_params(row))) for row in rows], separators=(",", ":"))
         return (f"SELECT {', '.join(columns)} FROM json_populate_recordset(NULL::{table}, %s::json)",
                 [payload])
     values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))

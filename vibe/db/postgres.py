@@ -21,7 +21,13 @@ from typing import Any, AsyncIterator, Iterable, Sequence
 import aiopg
 import psycopg2
 
-from vibe.db.database import Database, DatabaseUnavailable, Params, Transaction
+from vibe.db.database import (
+    Database,
+    DatabaseUnavailable,
+    Params,
+    Transaction,
+    safe_params,
+)
 from vibe.db.prepared import Statements
 from vibe.db.settings import ident
 
@@ -59,25 +65,46 @@ class PostgresTransaction(Transaction):
         self._statements = statements
         self._prepared = statements.on(cursor.connection)
 
-    async def _bind(self, sql: str, params: Params) -> bytes:
-        """One statement as the bytes to send: EXECUTE of its prepared form where it has one."""
-        if not params:
-            return sql.encode()
-        prepared = await self._statements.lookup(self._cur, self._prepared, sql, params)
-        if prepared is not None and prepared.accepts(params):
-            return self._cur.mogrify(prepared.execute, params)
-        return self._cur.mogrify(sql, params)
-
     async def _send(self, statements: Iterable[tuple[str, Params]]) -> None:
         """Run `statements` after the deferred ones, in one round trip (psycopg2 binds
-        parameters on the client, so several statements go as one query string)."""
-        parts = [await self._bind(s, p) for s, p in (*self._take_deferred(), *statements)]
+        parameters on the client, so several statements go as one query string).
+
+        Every part is built before anything counts as sent: a value the driver refuses (or a
+        failing PREPARE) leaves the deferred queue untouched, savepoints included. A statement
+        that has just become hot is prepared only after what precedes it has been sent, so a
+        PREPARE never runs ahead of a deferred SAVEPOINT."""
+        queue = [*self._deferred, *statements]
+        deferred = len(self._deferred)
+        parts: list[bytes] = []
+        first = 0  # queue[first:] has not been sent yet
+        mogrify, cur = self._cur.mogrify, self._cur
+        for index, (sql, params) in enumerate(queue):
+            if not params:
+                parts.append(sql.encode())
+                continue
+            params = safe_params(params)
+            form = self._statements.find(self._prepared, sql, params)
+            if isinstance(form, str):  # to PREPARE now: what comes before it goes first
+                if parts:
+                    await self._trip(parts, max(0, min(index, deferred) - first))
+                    parts, first = [], index
+                form = await self._statements.prepare(cur, self._prepared, sql, form)
+            if form is not None and form.accepts(params):
+                parts.append(mogrify(form.execute, params))
+            else:
+                parts.append(mogrify(sql, params))
+        await self._trip(parts, max(0, deferred - first))
+
+    async def _trip(self, parts: list[bytes], deferred: int) -> None:
+        """One round trip; its first `deferred` parts are the queue's oldest deferred ones."""
+        self._hand_over(deferred)  # from here on the server may have run them
         try:
             await self._cur.execute(b";\n".join(parts))
         except psycopg2.errors.FeatureNotSupported as exc:
             if "cached plan" in str(exc):
                 # A migration changed what a prepared `SELECT *` returns. This unit of work
-                # fails like any other; the connection prepares its statements afresh.
+                # fails like any other; the connection prepares its statements afresh (and
+                # deallocates the old ones at its next PREPARE).
                 self._prepared.clear()
             raise
 
@@ -256,6 +283,7 @@ class PostgresDatabase(Database):
                 raise
             else:
                 await tx.execute("COMMIT")  # with whatever is still deferred, in one round trip
+                tx._run_after_commit()
         except psycopg2.Error as exc:
             if _is_unavailable(exc) or conn.closed:
                 broken = True

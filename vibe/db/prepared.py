@@ -11,7 +11,12 @@ It must never change what a statement does:
 
 - PREPARE runs inside its own savepoint, so a statement PostgreSQL cannot prepare (several
   commands in one string, a parameter whose type it cannot infer, an `IN %s` tuple) leaves the
-  transaction as it was; that connection sends it unprepared from then on.
+  transaction as it was; that connection sends it unprepared from then on. What comes before
+  the statement in its round trip (the transaction's deferred writes and savepoints) is sent
+  first, so a PREPARE that fails for another reason (a lock timeout during a migration) finds
+  those savepoints on the server and the enclosing unit can roll back to them.
+- Each connection keeps its `per_connection` most recently used statements (an LRU); one it
+  evicts, and every one forgotten after a plan error, is DEALLOCATEd at its next PREPARE.
 - A literal and a parameter can be typed differently: `SELECT %s` is an integer for `5` but a
   parameter there is inferred as text. So the types PostgreSQL inferred are read back at
   PREPARE, and every call checks its values against them: a value whose literal would not
@@ -23,6 +28,7 @@ It must never change what a statement does:
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import re
@@ -38,7 +44,8 @@ _PLACEHOLDER = re.compile(r"%[%s]?")
 _NUMERIC = frozenset({"smallint", "integer", "bigint", "numeric", "real", "double precision"})
 _INEXACT = frozenset({"numeric", "real", "double precision"})
 _RANGE = {"smallint": 2**15, "integer": 2**31, "bigint": 2**63}
-_STATEMENT_ERRORS = {"42", "0A"}  # SQLSTATE classes: syntax or access rule, feature not supported
+# SQLSTATE classes: syntax or access rule, feature not supported, no such prepared statement
+_STATEMENT_ERRORS = {"42", "0A", "26"}
 _names = itertools.count(1)
 
 
@@ -84,9 +91,10 @@ def fits(value: Any, pgtype: str) -> bool:
 
 
 class Prepared:
-    __slots__ = ("execute", "types")
+    __slots__ = ("execute", "name", "types")
 
     def __init__(self, name: str, types: Sequence[str]):
+        self.name = name
         self.execute = f"EXECUTE {name}({', '.join(['%s'] * len(types))})" if types else f"EXECUTE {name}"
         self.types = tuple(types)
 
@@ -94,56 +102,125 @@ class Prepared:
         return len(params) == len(self.types) and all(map(fits, params, self.types))
 
 
+class OnConnection:
+    """What is prepared on one connection: an LRU of `capacity` statements (None: cannot be
+    prepared there), and the names evicted or made stale that still await their DEALLOCATE."""
+
+    __slots__ = ("capacity", "forms", "stale")
+
+    def __init__(self, capacity: int):
+        self.forms: collections.OrderedDict[str, Prepared | None] = collections.OrderedDict()
+        self.capacity = capacity
+        self.stale: list[str] = []
+
+    def get(self, sql: str) -> Prepared | None | bool:
+        """The form of `sql` (moved to the LRU's young end), or False when it has none yet."""
+        forms = self.forms
+        if sql not in forms:
+            return False
+        forms.move_to_end(sql)
+        return forms[sql]
+
+    def put(self, sql: str, form: Prepared | None) -> None:
+        forms = self.forms
+        forms[sql] = form
+        forms.move_to_end(sql)
+        while len(forms) > self.capacity:
+            _, old = forms.popitem(last=False)
+            if old is not None:
+                self.stale.append(old.name)
+
+    def clear(self) -> None:
+        """Forget every form (a plan the server refuses); their names are deallocated later."""
+        self.stale.extend(form.name for form in self.forms.values() if form is not None)
+        self.forms.clear()
+
+    def __len__(self) -> int:
+        return len(self.forms)
+
+    def __contains__(self, sql: str) -> bool:
+        return sql in self.forms
+
+
 class Statements:
-    """Use counts across the process; what is prepared lives on each connection."""
+    """Use counts across the process; what is prepared lives on each connection (`OnConnection`).
+
+    The transaction asks `find` while it builds a round trip; when a statement has just become
+    hot, it first sends what it has built so far (the deferred statements above all: a PREPARE
+    that fails must find the savepoints before it already on the server), then calls `prepare`.
+    """
 
     def __init__(self, threshold: int, per_connection: int = 256):
         self.threshold = threshold
         self.per_connection = per_connection
         self._uses: cachetools.LRUCache[str, int] = cachetools.LRUCache(maxsize=2048)
 
-    @staticmethod
-    def on(conn: Any) -> dict[str, Prepared | None]:
-        """The statements prepared on an aiopg connection (None: cannot be prepared there)."""
+    def on(self, conn: Any) -> OnConnection:
+        """The statements prepared on an aiopg connection."""
         found = getattr(conn, "_vibe_prepared", None)
         if found is None:
-            found = conn._vibe_prepared = {}
+            found = conn._vibe_prepared = OnConnection(self.per_connection)
         return found
 
-    async def lookup(self, cur: Any, prepared: dict[str, Prepared | None], sql: str,
-                     params: Sequence[Any]) -> Prepared | None:
-        """The prepared form of `sql` on this connection, preparing it now if it has become hot;
-        None to send it as it is."""
-        if sql in prepared:
-            return prepared[sql]
+    def find(self, prepared: OnConnection, sql: str, params: Sequence[Any]) -> Prepared | None | str:
+        """The prepared form of `sql` on this connection; None to send it as it is; or the
+        numbered text to PREPARE now (it has just become hot)."""
+        form = prepared.get(sql)
+        if form is not False:
+            return form
         if not self.threshold or not isinstance(params, (list, tuple)):
             return None
         uses = self._uses.get(sql, 0) + 1
         self._uses[sql] = uses
-        if uses < self.threshold or len(prepared) >= self.per_connection or not _PREPARABLE.match(sql):
+        if uses < self.threshold or not _PREPARABLE.match(sql):
             return None
         body = sql.strip().rstrip(";")
-        form = None if ";" in body else numbered(body)  # one statement only: PREPARE must not run a second
-        if form is None or form[1] != len(params):
-            prepared[sql] = None
+        numbered_form = None if ";" in body else numbered(body)  # one statement only: PREPARE must not run a second
+        if numbered_form is None or numbered_form[1] != len(params):
+            prepared.put(sql, None)
             return None
-        prepared[sql] = found = await self._prepare(cur, form[0])
+        return numbered_form[0]
+
+    async def prepare(self, cur: Any, prepared: OnConnection, sql: str, text: str) -> Prepared | None:
+        """PREPARE `text` (the form of `sql`) on the cursor's connection, after deallocating
+        what the LRU evicted; remember and return the result."""
+        if prepared.stale:
+            await _deallocate(cur, prepared)
+        found = await _prepare(cur, text)
+        prepared.put(sql, found)
         return found
 
-    @staticmethod
-    async def _prepare(cur: Any, text: str) -> Prepared | None:
-        name = f"vibe_{next(_names)}"
-        # The savepoint goes first, on its own: a syntax error fails a whole query string unrun.
-        await cur.execute("SAVEPOINT vibe_prepare")
-        try:
-            await cur.execute(  # the newline ends a trailing -- comment in the statement
-                f"PREPARE {name} AS {text}\n; RELEASE SAVEPOINT vibe_prepare; "
-                f"SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = '{name}'")
-        except psycopg2.Error as exc:
-            if (getattr(exc, "pgcode", None) or "")[:2] not in _STATEMENT_ERRORS or cur.connection.closed:
-                raise  # the connection or the transaction, not the statement
-            await cur.execute("ROLLBACK TO SAVEPOINT vibe_prepare; RELEASE SAVEPOINT vibe_prepare")
-            log.debug("sent as text, cannot be prepared (%s): %.200s", str(exc).splitlines()[0], text)
-            return None
-        (types,) = await cur.fetchone()
-        return Prepared(name, types)
+
+async def _guarded(cur: Any, sql: str, then: str = "") -> psycopg2.Error | None:
+    """Run `sql` inside a savepoint of its own; an error of the statement's own making (see
+    _STATEMENT_ERRORS) is rolled back and returned; any other is raised."""
+    # The savepoint goes first, on its own: a syntax error fails a whole query string unrun.
+    await cur.execute("SAVEPOINT vibe_prepare")
+    try:
+        # the newline ends a trailing -- comment; `then` runs in the same round trip
+        await cur.execute(f"{sql}\n; RELEASE SAVEPOINT vibe_prepare{'; ' + then if then else ''}")
+    except psycopg2.Error as exc:
+        if (getattr(exc, "pgcode", None) or "")[:2] not in _STATEMENT_ERRORS or cur.connection.closed:
+            raise  # the connection or the transaction, not the statement
+        await cur.execute("ROLLBACK TO SAVEPOINT vibe_prepare; RELEASE SAVEPOINT vibe_prepare")
+        return exc
+    return None
+
+
+async def _deallocate(cur: Any, prepared: OnConnection) -> None:
+    names, prepared.stale = prepared.stale, []
+    # DEALLOCATE is not transactional: what ran before an error stays deallocated.
+    error = await _guarded(cur, "; ".join(f"DEALLOCATE {name}" for name in names))
+    if error is not None:
+        log.debug("deallocating %d statement(s): %s", len(names), str(error).splitlines()[0])
+
+
+async def _prepare(cur: Any, text: str) -> Prepared | None:
+    name = f"vibe_{next(_names)}"
+    error = await _guarded(cur, f"PREPARE {name} AS {text}",
+                           f"SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = '{name}'")
+    if error is not None:
+        log.debug("sent as text, cannot be prepared (%s): %.200s", str(error).splitlines()[0], text)
+        return None
+    (types,) = await cur.fetchone()
+    return Prepared(name, types)

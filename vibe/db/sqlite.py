@@ -17,7 +17,13 @@ from typing import Any, AsyncIterator, Iterable, Sequence
 
 import aiosqlite
 
-from vibe.db.database import Database, DatabaseUnavailable, Params, Transaction
+from vibe.db.database import (
+    Database,
+    DatabaseUnavailable,
+    Params,
+    Transaction,
+    safe_params,
+)
 
 _FOR_UPDATE = re.compile(r"\s+FOR\s+UPDATE(\s+SKIP\s+LOCKED)?", re.IGNORECASE)
 _BIGSERIAL = re.compile(r"\bBIGSERIAL\s+PRIMARY\s+KEY\b", re.IGNORECASE)
@@ -46,13 +52,19 @@ class SqliteTransaction(Transaction):
         self._conn = conn
 
     async def _flush(self) -> None:
-        for sql, params in self._take_deferred():
-            await self.execute(sql, params)
+        """The deferred statements, one by one; each counts as sent as it goes."""
+        while self._deferred:
+            sql, params = self._deferred[0]
+            self._hand_over(1)
+            await self._execute(sql, params)
 
     async def execute(self, sql: str, params: Params = None) -> int:
         await self._flush()
+        return await self._execute(sql, params)
+
+    async def _execute(self, sql: str, params: Params) -> int:
         try:
-            cursor = await self._conn.execute(translate(sql), tuple(params or ()))
+            cursor = await self._conn.execute(translate(sql), tuple(safe_params(params or ())))
             count = cursor.rowcount
             await cursor.close()
             return count
@@ -62,7 +74,7 @@ class SqliteTransaction(Transaction):
     async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
         await self._flush()
         try:
-            rows = await self._conn.execute_fetchall(translate(sql), tuple(params or ()))
+            rows = await self._conn.execute_fetchall(translate(sql), tuple(safe_params(params or ())))
         except sqlite3.Error as exc:
             raise _wrap(exc) from exc
         return [dict(row) for row in rows]
@@ -70,7 +82,7 @@ class SqliteTransaction(Transaction):
     async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
         await self._flush()
         try:
-            await self._conn.executemany(translate(sql), [tuple(p) for p in seq])
+            await self._conn.executemany(translate(sql), [tuple(safe_params(p)) for p in seq])
         except sqlite3.Error as exc:
             raise _wrap(exc) from exc
 
@@ -138,6 +150,7 @@ class SqliteDatabase(Database):
                 raise
         finally:
             self._lock.release()
+        tx._run_after_commit()  # committed, and the writer free again
 
     async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
         if self._reader is None:

@@ -10,7 +10,9 @@ for other receivers. A failing or slow target is logged and forgotten: the watch
 own state and never lets a delivery error reach the service.
 
 Conditions (keys): `database` unreachable; `function:<name>` unhealthy; `latency` p95 over
-ALERT_P95_SECONDS; `errors` error rate over ALERT_ERROR_RATE (both over ALERT_WINDOW_SECONDS, and
+ALERT_P95_SECONDS; `failing:<name>` a function degraded by work that keeps failing (its probe's
+`failing` says why: the Stripe dispatcher's failed batches or its oldest due event, see
+vibe/billing/service.py); `errors` error rate over ALERT_ERROR_RATE (both over ALERT_WINDOW_SECONDS, and
 only with ALERT_MIN_REQUESTS requests or more); `dead_letters:<queue>` a dead-letter queue grown
 beyond what it held when the watchdog started (or last cleared).
 """
@@ -54,6 +56,8 @@ class Watchdog:
         for name, result in doc["functions"].items():
             if result["status"] == "unhealthy":
                 found[f"function:{name}"] = f"Function {name} is unavailable: {result.get('error', 'unhealthy')}"
+            elif result.get("failing"):  # degraded by work that keeps failing or stays undone
+                found[f"failing:{name}"] = f"Function {name} is failing: {result['failing']}"
         if window["requests"] >= s.ops.alert_min_requests:
             if window["p95"] is not None and window["p95"] > s.ops.alert_p95_seconds:
                 found["latency"] = f"p95 latency is {window['p95']:.2f} s (threshold {s.ops.alert_p95_seconds:g} s)"

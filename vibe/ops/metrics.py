@@ -166,6 +166,12 @@ class StateCollector(Collector):
         for name, result in doc.get("functions", {}).items():
             g.add_metric([name], score[result["status"]])
         yield g
+        g = GaugeMetricFamily("vibe_function_failing", "1 while a function's probe says its work keeps failing "
+                              "(the Stripe dispatcher: STRIPE_FAILING_BATCHES, STRIPE_DUE_AGE_SECONDS)",
+                              labels=["function"])
+        for name, result in doc.get("functions", {}).items():
+            g.add_metric([name], 1.0 if result.get("failing") else 0.0)
+        yield g
         g = GaugeMetricFamily("vibe_database_reachable", "1 when the database answered the last ping")
         g.add_metric([], 1.0 if doc.get("database", {}).get("reachable") else 0.0)
         yield g

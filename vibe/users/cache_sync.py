@@ -2,7 +2,8 @@
 
 `user_created`, `user_changed` and `subscription_changed` (announced by the Stripe pipeline and
 by the user-management actions, inside their transaction) evict the user from this process's
-`UserSessionCache` and `DatabaseQueryCache` at once. On PostgreSQL the hook also sends
+`UserSessionCache` and `DatabaseQueryCache` at once, and again right after the transaction
+commits (`Transaction.after_commit`, on both databases). On PostgreSQL the hook also sends
 `pg_notify` in the same transaction (one per transaction, naming all the users it changed):
 PostgreSQL delivers it only if and when the transaction commits, to every instance listening,
 this one included (which evicts again, now after the commit). Each instance listens on a dedicated connection (`cache_listener_ctx`); after the
@@ -13,6 +14,7 @@ The channel is named after the schema, so instances of one deployment share it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -85,7 +87,10 @@ class CacheInvalidation:
     async def _announce(self, ctx, user_id: str | None) -> None:
         if not user_id:
             return
-        evict_user(self.app, user_id)
+        evict_user(self.app, user_id)  # now, fenced: no reader caches the row while we write it
+        # and after COMMIT: a reader that loaded the old row once the fence had lapsed (a
+        # transaction longer than CACHE_FENCE_SECONDS) put it back; it goes now, for good
+        ctx.tx.after_commit(functools.partial(evict_user, self.app, user_id))
         if ctx.tx.dialect == "postgresql":
             if self.channel is None:  # a hook before the listener started (the dispatcher starts first)
                 self.channel = channel_for(self.app[SETTINGS].db.schema)

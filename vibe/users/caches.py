@@ -9,13 +9,15 @@ Three caches live in AppKeys (see `setup`):
   caller (`get(key)`, `set(key, value)`, `invalidate(prefix or predicate)`).
 
 Each is a cachetools `TLRUCache` whose `getsizeof` is an estimate of the bytes an entry holds
-(key and value, walked recursively), so the bound is memory, not an entry count.
+(key and value, walked iteratively), so the bound is memory, not an entry count.
 
-Invalidation races: a writer evicts inside its transaction (the `user_changed` hook), before it
-commits; a reader that loads the old row in that window must not put it back. So every
-invalidation leaves a *fence* for CACHE_FENCE_SECONDS (0.5 s): `set` refuses keys a fence matches, and
-refuses a value loaded before the latest matching invalidation. (On PostgreSQL the NOTIFY sent
-in the same transaction is delivered after commit and evicts once more: see `cache_sync`.)
+Invalidation races: a writer evicts inside its transaction (the `user_changed` hook), and again
+once it has committed (`cache_sync`, through the transaction's `after_commit`); a reader that
+loads the old row in between must not keep it. So every invalidation leaves a *fence* for
+CACHE_FENCE_SECONDS (0.5 s): `set` refuses keys a fence matches, and refuses a value loaded
+before the latest matching invalidation; the eviction after COMMIT drops whatever a reader put
+back during a transaction longer than the fence. (On PostgreSQL the NOTIFY sent in the same
+transaction is delivered after commit too, and evicts on every instance: see `cache_sync`.)
 """
 
 from __future__ import annotations
@@ -32,28 +34,39 @@ Match = Hashable | Callable[[Hashable], bool]
 _ATOMIC = (int, float, bool, type(None), str, bytes)
 
 
-def estimate_size(obj: Any, _seen: set[int] | None = None) -> int:
-    """Bytes held by `obj` and everything it references (containers, dataclasses, objects)."""
-    if isinstance(obj, _ATOMIC) and not (isinstance(obj, (str, bytes)) and len(obj) > 64 and _seen is not None):
-        return sys.getsizeof(obj)
-    seen = _seen if _seen is not None else set()
-    if id(obj) in seen:  # shared objects (and long strings) are counted once
-        return 0
-    seen.add(id(obj))
-    if isinstance(obj, _ATOMIC):
-        return sys.getsizeof(obj)
-    size = sys.getsizeof(obj)
-    if isinstance(obj, dict):
-        size += sum(estimate_size(k, seen) + estimate_size(v, seen) for k, v in obj.items())
-    elif isinstance(obj, (list, tuple, set, frozenset)):
-        size += sum(estimate_size(item, seen) for item in obj)
-    elif dataclasses.is_dataclass(obj):
-        size += sum(estimate_size(getattr(obj, f.name), seen) for f in dataclasses.fields(obj))
-    elif hasattr(obj, "items") and callable(obj.items):  # mapping proxies and the like
-        size += sum(estimate_size(k, seen) + estimate_size(v, seen) for k, v in obj.items())
-    elif hasattr(obj, "__dict__"):
-        size += estimate_size(vars(obj), seen)
-    return size
+def estimate_size(obj: Any) -> int:
+    """Bytes held by `obj` and everything it references (containers, dataclasses, objects).
+
+    Walked with a stack of its own, not by recursion: a value nested thousands deep costs a
+    loop, never a RecursionError (issue 15). Shared objects (and long strings) count once."""
+    total, seen, stack = 0, set(), [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _ATOMIC):
+            if isinstance(item, (str, bytes)) and len(item) > 64:
+                if id(item) in seen:
+                    continue
+                seen.add(id(item))
+            total += sys.getsizeof(item)
+            continue
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        total += sys.getsizeof(item)
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+        elif dataclasses.is_dataclass(item):
+            stack.extend(getattr(item, f.name) for f in dataclasses.fields(item))
+        elif hasattr(item, "items") and callable(item.items):  # mapping proxies and the like
+            for key, value in item.items():
+                stack.append(key)
+                stack.append(value)
+        elif hasattr(item, "__dict__"):
+            stack.append(vars(item))
+    return total
 
 
 @dataclasses.dataclass(slots=True)
