@@ -5,6 +5,7 @@ from vibe.api import (
     ensure_profile,
     hookimpl,
     link_customer,
+    metadata_user_id,
     user_by_email,
 )
 
@@ -12,7 +13,7 @@ from vibe.api import (
 async def customer_created(ctx):
     customer = ctx.obj
     email = customer.get("email")
-    user_id = (customer.get("metadata") or {}).get("user_id") or await user_by_email(ctx.tx, email)
+    user_id = metadata_user_id(customer) or await user_by_email(ctx.tx, email)
     if not user_id:
         raise EventIgnored("no user named in metadata.user_id and no profile with this email")
     await ensure_profile(ctx, user_id, email=email, full_name=customer.get("name"))

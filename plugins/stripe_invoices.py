@@ -9,6 +9,7 @@ from vibe.api import (
     invoice_payment_intent,
     invoice_subscription,
     mark_past_due,
+    metadata_user_id,
     object_id,
     record_link,
     record_payment,
@@ -22,9 +23,11 @@ from vibe.api import (
 async def _context(ctx):
     invoice = ctx.obj
     customer_id = object_id(invoice.get("customer"))
-    profile = await resolve_user(
-        ctx, customer_id, user_id=(invoice.get("metadata") or {}).get("user_id"), email=invoice.get("customer_email")
-    )
+    # The user: the invoice's metadata, else its subscription's (older API versions carry it at
+    # the top level, newer ones under `parent`).
+    details = invoice.get("subscription_details"), (invoice.get("parent") or {}).get("subscription_details")
+    profile = await resolve_user(ctx, customer_id, user_id=metadata_user_id(invoice, *details),
+                                 email=invoice.get("customer_email"))
     return invoice, customer_id, profile
 
 

@@ -7,6 +7,7 @@ from vibe.api import (
     Dispute,
     close_dispute,
     hookimpl,
+    metadata_user_id,
     object_id,
     record_dispute,
     record_payment,
@@ -21,7 +22,7 @@ from vibe.api import (
 async def payment_intent_succeeded(ctx):
     pi = ctx.obj
     customer_id = object_id(pi.get("customer"))
-    profile = await resolve_user(ctx, customer_id, user_id=(pi.get("metadata") or {}).get("user_id"),
+    profile = await resolve_user(ctx, customer_id, user_id=metadata_user_id(pi),
                                          email=pi.get("receipt_email"))
     user_id = profile["id"] if profile else None
     charge = object_id(pi.get("latest_charge"))

@@ -6,6 +6,7 @@ from vibe.api import (
     SubscriptionChange,
     claim_version,
     hookimpl,
+    metadata_user_id,
     object_id,
     period_end,
     resolve_user,
@@ -23,7 +24,7 @@ async def subscription_event(ctx):
     if not await claim_version(ctx, sub["id"]):
         raise EventStale("a newer event for this subscription was already applied")
     customer_id = object_id(sub.get("customer"))
-    profile = await resolve_user(ctx, customer_id, user_id=(sub.get("metadata") or {}).get("user_id"))
+    profile = await resolve_user(ctx, customer_id, user_id=metadata_user_id(sub))
     user_id = profile["id"]
     deleted = ctx.event["type"] == "customer.subscription.deleted"
     status = "canceled" if deleted else sub.get("status") or "incomplete"

@@ -35,6 +35,7 @@ from vibe.billing.payments import (
                                 user_for_charge,
                                 wait_for_invoice_link,
 )
+from vibe.billing.referrals import attribute_referral, earn_commission
 from vibe.billing.refunds import close_dispute, record_refund, reverse_commission
 from vibe.billing.state import (
                                 GRANTING,
@@ -45,6 +46,8 @@ from vibe.billing.state import (
                                 invoice_subscription,
                                 link_customer,
                                 mark_past_due,
+                                metadata_referral_code,
+                                metadata_user_id,
                                 object_id,
                                 period_end,
                                 resolve_user,
@@ -75,10 +78,10 @@ __all__ = [
     # Stripe: how an event ended, the billing state, money
     "EventIgnored", "EventStale",
     "GRANTING", "TIERS", "claim_version", "superseded", "ensure_profile", "get_profile", "link_customer",
-    "resolve_user", "user_by_email", "update_profile", "object_id", "period_end", "subscription_price",
+    "resolve_user", "metadata_user_id", "metadata_referral_code", "attribute_referral", "user_by_email", "update_profile", "object_id", "period_end", "subscription_price",
     "tier_for_price", "invoice_payment_intent", "invoice_subscription",
     "save_subscription", "mark_past_due", "subscription_tier",
-    "record_payment", "record_dispute", "record_commission", "success_key", "user_for_charge",
+    "record_payment", "record_dispute", "record_commission", "earn_commission", "success_key", "user_for_charge",
     "record_link", "find_payment", "invoice_payment_ids", "wait_for_invoice_link",
     "record_refund", "close_dispute", "reverse_commission",
     # users

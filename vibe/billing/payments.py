@@ -279,3 +279,4 @@ async def record_commission(ctx: StripeEventContext, payment: Payment | dict, re
         return None
     return Commission(id=rows[0]["id"], referrer_id=referrer_id, referred_user_id=payment.user_id,
                       payment_id=payment.id, amount=amount, currency=payment.currency, rate=rate)
+

@@ -152,6 +152,34 @@ async def link_customer(ctx: StripeEventContext, user_id: str, customer_id: str,
     return True
 
 
+USER_ID_KEYS = ("user_id", "userId")  # vibe's name, and the platform's (camelCase)
+REFERRAL_KEYS = ("referralCode", "referral_code")
+
+
+def _meta_value(obj: Any, keys: tuple[str, ...]) -> str | None:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict):
+        return None
+    for key in keys:
+        value = meta.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def metadata_user_id(*objects: Any) -> str | None:
+    """The user the first of `objects` whose metadata names one names: `metadata.user_id` or the
+    platform's `metadata.userId` (checkout sessions, customers, subscriptions, PaymentIntents,
+    invoices and their subscription details)."""
+    return next((uid for uid in (_meta_value(obj, USER_ID_KEYS) for obj in objects) if uid), None)
+
+
+def metadata_referral_code(obj: Any) -> str | None:
+    """The referrer's code a checkout session carries: `metadata.referralCode` (the platform's)
+    or `metadata.referral_code`."""
+    return _meta_value(obj, REFERRAL_KEYS)
+
+
 async def resolve_user(ctx: StripeEventContext, customer_id: str | None, *,
                        user_id: str | None = None, email: str | None = None) -> dict[str, Any] | None:
     """The profile of the user an event is about: the customer's link; else the user id the

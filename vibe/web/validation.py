@@ -22,6 +22,7 @@ import math
 import re
 from typing import Any, Callable, Mapping
 
+from vibe.web import times
 from vibe.web.errors import ApiError
 
 KINDS = {"str": "string", "int": "integer", "number": "number", "bool": "boolean", "list": "array",
@@ -30,8 +31,9 @@ KINDS = {"str": "string", "int": "integer", "number": "number", "bool": "boolean
 
 @dataclasses.dataclass(frozen=True)
 class Field:
-    """One value. `kind`: str | int | number | bool | list | object | any, or two joined by `|`
-    ("str|int"). Lengths count characters of a string (stripped, unless `strip=False`) or items
+    """One value. `kind`: str | int | number | bool | list | object | time | any, or two joined by
+    `|` ("str|int"). A `time` is ISO 8601 or Unix seconds and is returned as Unix seconds (an int
+    when whole; vibe.web.times); `minimum`/`maximum` then bound the seconds. Lengths count characters of a string (stripped, unless `strip=False`) or items
     of a list. `pattern` must match the whole string (the schema anchors it)."""
 
     kind: str
@@ -99,9 +101,9 @@ def invalid(field: str, message: str) -> ApiError:
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-TYPE_MESSAGES = {"str": "must be a string", "bool": "must be true or false", "int": "must be a whole number",
+TYPE_MESSAGES = {"time": "must be an ISO 8601 time or Unix seconds", "str": "must be a string", "bool": "must be true or false", "int": "must be a whole number",
                  "number": "must be a number", "list": "must be a list", "object": "must be an object"}
-TYPE_NAMES = {"str": "a string", "bool": "true or false", "int": "a whole number", "number": "a number",
+TYPE_NAMES = {"time": "an ISO 8601 time or Unix seconds", "str": "a string", "bool": "true or false", "int": "a whole number", "number": "a number",
               "list": "a list", "object": "an object"}
 
 
@@ -110,6 +112,8 @@ def _is_kind(value: Any, kind: str, spec: Field) -> bool:
         return True
     if kind == "str":
         return isinstance(value, str)
+    if kind == "time":
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
     if kind == "bool":
         return isinstance(value, bool)
     if kind in ("int", "number"):
@@ -134,6 +138,14 @@ def _check_value(value: Any, spec: Field, name: str, problems: Problems, vocab: 
         problems.add(name, message, "type")
         return None
     fails = spec.message
+    if kind == "time":
+        try:
+            seconds = times.to_seconds(value)
+        except ValueError as exc:
+            problems.add(name, str(exc), "type")
+            return None
+        value = int(seconds) if seconds.is_integer() else seconds
+        kind = "number"
     if kind == "str":
         value = value.strip() if spec.strip else value
         if UNSTORABLE.search(value):
@@ -255,7 +267,8 @@ def field_schema(spec: Field, vocab: Mapping | None = None, *, nullable: bool = 
     out: dict[str, Any] = {}
     nullable = nullable or spec.nullable
     if "any" not in kinds:
-        types = [KINDS[k] for k in kinds] + (["null"] if nullable else [])
+        types = [t for k in kinds for t in (("string", "number") if k == "time" else (KINDS[k],))]
+        types = list(dict.fromkeys(types)) + (["null"] if nullable else [])
         out["type"] = types[0] if len(types) == 1 else types
     if "str" in kinds:
         if spec.max_length is not None:
@@ -280,8 +293,8 @@ def field_schema(spec: Field, vocab: Mapping | None = None, *, nullable: bool = 
     choices = (vocab or {}).get(spec.choices) if isinstance(spec.choices, str) else spec.choices
     if choices is not None:
         out["enum"] = [*choices, *([None] if nullable else [])]
-    if spec.description:
-        out["description"] = spec.description
+    if spec.description or "time" in kinds:
+        out["description"] = spec.description or times.INPUT_SCHEMA["description"]
     return out
 
 
