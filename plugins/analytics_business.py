@@ -3,6 +3,7 @@ service token only), summed per name per day."""
 
 from vibe.api import (
     AnalyticsEndpoint,
+    Field,
     day,
     hookimpl,
     name_field,
@@ -12,7 +13,8 @@ from vibe.api import (
 )
 
 PROPERTIES = {"name": name_field(required=True, description="the figure's name"),
-              "value": number_field(required=True), "unit": text_field(max_len=32)}
+              "value": number_field(required=True), "unit": text_field(max_len=32),
+              "dimensions": Field("object", nullable=True, description="what the figure is broken down by")}
 
 
 async def sum_metrics(tx, events):
@@ -28,4 +30,4 @@ async def sum_metrics(tx, events):
 def register_analytics_endpoints():
     return AnalyticsEndpoint("business-metric", properties=PROPERTIES, event="business_metric",
                              senders=frozenset({"server"}), rollup=sum_metrics, aggregate="business-metrics",
-                             description="A business figure: properties.name and a numeric properties.value.")
+                             description="A business figure: properties.name, a numeric properties.value, dimensions.")

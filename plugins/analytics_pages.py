@@ -8,8 +8,10 @@ from vibe.api import (
     EventInvalid,
     Field,
     Shape,
+    choice_field,
     day,
     hookimpl,
+    number_field,
     text_field,
     upsert_sum,
 )
@@ -18,7 +20,11 @@ MAX_PATH = 1024
 PROPERTIES = {"path": Field("str", nullable=True, min_length=1, max_length=MAX_PATH, pattern=r"/[\s\S]*", strip=False,
                        message="must start with '/'", description="this or url is required"),
               "url": text_field(max_len=2048, description="an absolute http(s) URL"),
-              "title": text_field(max_len=2048), "referrer": text_field(max_len=2048), "name": text_field(max_len=2048)}
+              "title": text_field(max_len=2048), "referrer": text_field(max_len=2048), "name": text_field(max_len=2048),
+              # from the browser's User-Agent unless given (vibe.analytics.contract), and its viewport
+              "device_type": choice_field(("mobile", "tablet", "desktop")), "browser": text_field(max_len=32),
+              "viewport_width": number_field(minimum=0, maximum=100000, integer=True),
+              "viewport_height": number_field(minimum=0, maximum=100000, integer=True)}
 PROPERTIES = Shape(PROPERTIES, closed=False, null_is_absent=True, any_of=("path", "url"))
 
 

@@ -1,5 +1,6 @@
 """Analytics endpoint `subscription-event` (servers only), revenue per day and tier, and the
-revenue and subscription events the billing pipeline's hooks record in their own transaction."""
+revenue and subscription events the billing pipeline's hooks record in their own transaction.
+The original's `subscription_<event_type>` events are this endpoint's too (vibe.analytics.contract)."""
 
 import uuid
 
@@ -8,6 +9,7 @@ from vibe.api import (
     TIERS,
     AnalyticsEndpoint,
     Event,
+    EventInvalid,
     Field,
     choice_field,
     day,
@@ -22,22 +24,29 @@ ACTIONS = ("subscribed", "upgraded", "downgraded", "renewed", "canceled", "react
 REVENUE = "payment"  # the action that is money received; the others describe the lifecycle
 
 
-PROPERTIES = {
-    "action": choice_field(ACTIONS, required=True), "tier": choice_field(TIERS, required=True),
-    "amount": number_field(required=True, minimum=0, integer=True, description="in the smallest currency unit"),
-    "currency": Field("str", required=True, pattern="[A-Za-z]{3}", strip=False,
+PROPERTIES = {  # tier, amount and currency: required for revenue (a payment with an amount)
+    "action": choice_field(ACTIONS, required=True), "tier": choice_field(TIERS),
+    "amount": number_field(minimum=0, integer=True, description="in the smallest currency unit"),
+    "currency": Field("str", nullable=True, pattern="[A-Za-z]{3}", strip=False,
                       message="must be a three-letter ISO 4217 code"),
 }
 
 
+def is_revenue(props):
+    return props["action"] == REVENUE and (props.get("amount") or 0) > 0
+
+
 def subscription_properties(props):
-    return {**props, "currency": props["currency"].lower()}
+    for field in ("tier", "currency") if is_revenue(props) else ():
+        if props.get(field) is None:
+            raise EventInvalid(f"properties.{field}", f"properties.{field} is required for a payment")
+    return {**props, "currency": props["currency"].lower()} if props.get("currency") else props
 
 
 async def sum_revenue(tx, events):
     sums: dict = {}
     for e in events:
-        if e.properties["action"] == REVENUE and e.properties["amount"] > 0:
+        if is_revenue(e.properties):
             key = (day(e.ts), e.properties["tier"], e.properties["currency"])
             amount, payments = sums.get(key, (0, 0))
             sums[key] = (amount + int(e.properties["amount"]), payments + 1)
@@ -47,7 +56,7 @@ async def sum_revenue(tx, events):
 
 ENDPOINT = AnalyticsEndpoint(
     "subscription-event", subscription_properties, event="subscription_event", senders=frozenset({"server"}),
-    properties=PROPERTIES,
+    properties=PROPERTIES, other_names=r"subscription_[A-Za-z0-9_.-]{1,80}",  # the original's subscription_<kind>
     rollup=sum_revenue, aggregate="revenue",
     description="A subscription action, tier, amount (smallest unit) and currency.",
 )

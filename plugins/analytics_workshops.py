@@ -12,7 +12,8 @@ from vibe.api import (
 
 PROPERTIES = {"workshop_id": text_field(required=True, max_len=128),
               "score": number_field(minimum=0, maximum=100),
-              "duration": number_field(minimum=0, maximum=365 * 86400, description="seconds")}
+              "duration": number_field(minimum=0, maximum=365 * 86400, description="seconds"),
+              "challenges_completed": number_field(minimum=0, integer=True)}
 
 
 async def count_completions(tx, events):

@@ -11,7 +11,7 @@ def register_email_templates():
             data={"start_path": Field("str", max_length=2000, description="where the button leads, in the app"),
                   "referral_code": Field("str", description="default: the profile's")},
             sample={"start_path": "/workshops/intro", "referral_code": "VIBE1A2B3C4D"},
-            prepare=_welcome_data, paths=("start_path",),
+            prepare=_welcome_data, paths=("start_path",), preference="welcome_emails",
         ),
     ]
 

@@ -12,7 +12,8 @@ def register_email_templates():
             name="workshop_completion", category="engagement",
             data={"workshop_id": Field("str|int", required=True), "workshop_title": Field("str"),
                   "next_workshop_title": Field("str")},
-            description="A learner completed a workshop.",
+            description="A learner completed a workshop.", aliases=("workshop_completed",),
+            preference="achievement_emails",
             sample={"workshop_id": "prompting-101", "workshop_title": "Prompting 101",
                     "next_workshop_title": "Agents in practice"},
         ),
@@ -20,6 +21,7 @@ def register_email_templates():
             name="achievement", category="engagement",
             data={"achievement": Field("object", required=True, description="key, name, description?")},
             description="A learner unlocked an achievement (`achievement`: key, name, description?).",
+            aliases=("achievement_unlocked",), preference="achievement_emails",
             sample={"achievement": {"key": "first_workshop", "name": "First steps",
                                     "description": "You completed your first workshop."}},
         ),
@@ -30,7 +32,7 @@ def register_email_templates():
             description="Once per ISO week to each active learner; computed when no data is given.",
             sample={"week": "2026-W48", "workshops_completed": 2, "achievements_unlocked": 1,
                     "highlights": ["Prompting 101", "First steps"]},
-            prepare=weekly_report,
+            prepare=weekly_report, preference="progress_emails",
         ),
     ]
 

@@ -1,4 +1,5 @@
-"""Helpers shared by the analytics tests: the write key, a browser, and posting events."""
+"""Helpers shared by the analytics tests: the write key, a browser, the anon key, posting events,
+and times (`at`: Unix seconds, as the tests send them; `iso_at`: as the answers show them)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,19 @@ from typing import Any
 import pytest
 import tokens
 
+from vibe.web.times import iso
+
 WRITE_KEY = "wk_test_analytics_write_key"
 PREFIX = "/functions/v1/analytics-tracking"
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15"
 SERVER = {"X-Write-Key": WRITE_KEY}
 DAY = 86400
+
+
+def anon_key() -> str:
+    """The project's anon key as a JWT (what supabase-js sends when nobody is signed in)."""
+    now = int(time.time())
+    return tokens.hs256({"iss": "supabase", "role": "anon", "iat": now, "exp": now + 10 * 365 * DAY})
 
 
 def browser(token: str | None = None) -> dict[str, str]:
@@ -49,6 +58,11 @@ def at(day_index: int, hour: int = 0, minute: int = 0) -> float:
     """A fixed time: `day_index` days after a recent midnight (UTC), at hour:minute."""
     base = (int(time.time()) // DAY - 10) * DAY
     return float(base + day_index * DAY + hour * 3600 + minute * 60)
+
+
+def iso_at(day_index: int, hour: int = 0, minute: int = 0) -> str:
+    """`at(...)` as an answer shows it: ISO 8601."""
+    return iso(at(day_index, hour, minute))
 
 
 @pytest.fixture

@@ -102,6 +102,8 @@ def env(database_url, tmp_path) -> dict[str, str]:
         "STRIPE_RETRY_BASE_SECONDS": "0.05",
         "STRIPE_POLL_SECONDS": "0.05",
         "LOG_LEVEL": "warning",
+        # The mail tests read English copy; tests/test_email_locales.py covers the default, German
+        "EMAIL_DEFAULT_LOCALE": "en",
         "SUPABASE_JWT_SECRET": tokens.JWT_SECRET,
         # PostgreSQL: every statement goes through PREPARE from its first use, so the whole suite
         # checks that a prepared statement does what the text did (see vibe/db/prepared.py)

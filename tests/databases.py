@@ -17,6 +17,7 @@ import psycopg2
 from vibe.config import Settings
 from vibe.db.database import create_database
 from vibe.db.migrations import migrate
+from vibe.ops.logs import current_request_id  # set while a request is handled
 
 
 def migrate_now(url: str) -> None:
@@ -79,3 +80,18 @@ def with_param(url: str, key: str, value: str) -> str:
     parts = urllib.parse.urlsplit(url)
     query = "&".join(q for q in (parts.query, urllib.parse.urlencode({key: value})) if q)
     return urllib.parse.urlunsplit(parts._replace(query=query))
+
+
+def count_request_queries(db) -> list[str]:
+    """Record, from now on, each database call made on a request's behalf (the list it returns
+    fills up): what proves that an answer (a preflight, a 451) asked nothing of the database."""
+    calls: list[str] = []
+    for name in ("fetchone", "fetchall", "fetchval", "execute", "executemany", "transaction"):
+        original = getattr(db, name)
+
+        def counting(*args, _original=original, _name=name, **kw):
+            if current_request_id.get() is not None:
+                calls.append(_name)
+            return _original(*args, **kw)
+        setattr(db, name, counting)
+    return calls

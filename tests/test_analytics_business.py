@@ -3,7 +3,7 @@
 import json
 
 import tokens
-from analytics_support import WRITE_KEY, at, get, post, stored
+from analytics_support import WRITE_KEY, at, get, iso_at, post, stored
 from conftest import postgres_only, wait_until
 from stripe_support import fixture
 
@@ -30,8 +30,8 @@ async def test_stripe_payments_and_subscription_changes_become_revenue_events(st
          "timestamp": at(2, 1)}]})
     revenue = await get(service, "aggregates/revenue", **{"from": at(2), "to": at(3)})
     assert revenue["rows"] == [
-        {"day": at(2), "tier": "pro", "currency": "usd", "amount": 2000, "payments": 1},
-        {"day": at(2), "tier": "starter", "currency": "eur", "amount": 500, "payments": 1}]
+        {"day": iso_at(2), "tier": "pro", "currency": "usd", "amount": 2000, "payments": 1},
+        {"day": iso_at(2), "tier": "starter", "currency": "eur", "amount": 500, "payments": 1}]
     journey = await get(service, "journey/payer")
     assert [e["properties"]["action"] for s in journey["sessions"] for e in s["events"]] == ["subscribed", "payment"]
 
@@ -64,7 +64,7 @@ async def test_business_figures_against_hand_computed_answers(start_service):
     await refresh_business_views(service.db)  # PostgreSQL: what the schedule does; SQLite: nothing to do
     first = await get(service, "business", **{"from": at(0), "to": at(2)})
     assert first == {
-        "from": at(0), "to": at(2),
+        "from": iso_at(0), "to": iso_at(2),
         "mrr": [{"currency": "eur", "amount": 1500}, {"currency": "usd", "amount": 2500}],
         "active_subscribers": {"expert": 1, "pro": 2},
         "new_subscribers": 3, "churned_subscribers": 0,

@@ -87,7 +87,8 @@ async def test_each_endpoint_refuses_bad_fields(analytics, endpoint, properties,
 
 
 @pytest.mark.parametrize("body, field", [
-    ({"event": "x", "user_id": "u", "colour": "red"}, "colour"),
+    ({"event": "x", "user_id": "u", "is_bot": False}, "is_bot"),  # vibe records it; other names are kept
+    ({"event": "x", "user_id": "u", "colour": "red", "properties": {"colour": "blue"}}, "colour"),
     ({"event": "x"}, "user_id"),
     ({"event": "x", "user_id": "has space"}, "user_id"),
     ({"event": "x", "user_id": "u", "message_id": ""}, "message_id"),

@@ -4,7 +4,7 @@ import json
 import time
 
 import tokens
-from analytics_support import WRITE_KEY, at, browser, get, post, stored
+from analytics_support import WRITE_KEY, at, browser, get, iso_at, post, stored
 from conftest import run_cli, wait_until
 
 PATH = "/functions/v1/analytics-tracking/users"
@@ -32,7 +32,7 @@ async def test_forget_from_the_cli_erases_at_once_on_a_running_service(start_ser
     service = await start_service(ANALYTICS_WRITE_KEY=WRITE_KEY, ANALYTICS_ERASURE_POLL_SECONDS="0.05")
     await seed(service)
     span = {"name": "Read", "from": at(0), "to": at(1)}
-    assert (await get(service, "metrics", **span))["series"] == [{"start": at(0), "count": 4, "users": 2}]
+    assert (await get(service, "metrics", **span))["series"] == [{"start": iso_at(0), "count": 4, "users": 2}]
     journey = await get(service, "journey/leaver")  # now cached
     assert [e["message_id"] for s in journey["sessions"] for e in s["events"]] == ["pre", "leaver-0", "leaver-1",
                                                                                   "leaver-2"]
@@ -50,7 +50,7 @@ async def test_forget_from_the_cli_erases_at_once_on_a_running_service(start_ser
 
     await wait_until(evicted, timeout=5)
     # Their share of distinct users is gone; the anonymous totals stay.
-    assert (await get(service, "metrics", **span))["series"] == [{"start": at(0), "count": 4, "users": 1}]
+    assert (await get(service, "metrics", **span))["series"] == [{"start": iso_at(0), "count": 4, "users": 1}]
     assert [r["message_id"] for r in await stored(service)] == ["s-1"]
     assert await analytics_cli(env, "export", "leaver") == ""
     erasure = await service.db.fetchone("SELECT * FROM analytics_erasures")
@@ -104,4 +104,4 @@ async def test_retention_deletes_old_raw_events_and_keeps_aggregates(start_servi
 
     await wait_until(expired, timeout=5)
     series = (await get(service, "metrics", name="Old", **{"from": at(0), "to": at(1)}))["series"]
-    assert series == [{"start": at(0), "count": 1, "users": 1}]
+    assert series == [{"start": iso_at(0), "count": 1, "users": 1}]

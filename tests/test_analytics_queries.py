@@ -4,7 +4,7 @@ import datetime
 
 import pytest
 import tokens
-from analytics_support import analytics, at, browser, get, post  # noqa: F401
+from analytics_support import analytics, at, browser, get, iso_at, post  # noqa: F401
 
 
 def ev(name, who, ts, mid, **extra):
@@ -29,14 +29,14 @@ async def test_metrics_per_hour_and_day_with_distinct_users(analytics):
     await seed_lessons(analytics)
     hourly = await get(analytics, "metrics", name="Lesson", interval="hour", **{"from": at(0, 10), "to": at(0, 13)})
     assert hourly == {"name": "Lesson", "interval": "hour", "series": [
-        {"start": at(0, 10), "count": 2, "users": 1},
-        {"start": at(0, 11), "count": 1, "users": 1},
-        {"start": at(0, 12), "count": 0, "users": 0},
+        {"start": iso_at(0, 10), "count": 2, "users": 1},
+        {"start": iso_at(0, 11), "count": 1, "users": 1},
+        {"start": iso_at(0, 12), "count": 0, "users": 0},
     ]}
     daily = await get(analytics, "metrics", name="Lesson", interval="day", **{"from": at(0), "to": at(2)})
-    assert daily["series"] == [{"start": at(0), "count": 3, "users": 2}, {"start": at(1), "count": 2, "users": 2}]
+    assert daily["series"] == [{"start": iso_at(0), "count": 3, "users": 2}, {"start": iso_at(1), "count": 2, "users": 2}]
     everything = await get(analytics, "metrics", **{"from": at(0), "to": at(1)})
-    assert everything["name"] == "*" and everything["series"] == [{"start": at(0), "count": 4, "users": 3}]
+    assert everything["name"] == "*" and everything["series"] == [{"start": iso_at(0), "count": 4, "users": 3}]
     # ISO 8601 works as well as Unix seconds.
     iso_from = datetime.datetime.fromtimestamp(at(0), datetime.timezone.utc).isoformat()
     iso = await get(analytics, "metrics", name="Lesson", **{"from": iso_from, "to": at(1) + 3600})
@@ -48,7 +48,7 @@ async def test_a_read_right_after_an_acknowledged_write_sees_it(analytics):
     assert (await get(analytics, "metrics", **query))["series"][0]["count"] == 0
     for i in range(3):
         await post(analytics, "event", ev("Fresh", f"u{i}", at(0, 1), f"f{i}"))
-        assert (await get(analytics, "metrics", **query))["series"][0] == {"start": at(0), "count": i + 1,
+        assert (await get(analytics, "metrics", **query))["series"][0] == {"start": iso_at(0), "count": i + 1,
                                                                            "users": i + 1}
 
 
@@ -99,7 +99,7 @@ async def test_journey_splits_sessions_on_a_30_minute_gap(analytics):
     journey = await get(analytics, "journey/walker", me)
     assert journey["user_id"] == "walker" and not journey["truncated"]
     assert [(s["start"], s["end"], [e["message_id"] for e in s["events"]]) for s in journey["sessions"]] == [
-        (at(0, 9, 0), at(0, 9, 49), ["j1", "j2", "j3"]), (at(0, 10, 30), at(0, 10, 30), ["j4"])]
+        (iso_at(0, 9, 0), iso_at(0, 9, 49), ["j1", "j2", "j3"]), (iso_at(0, 10, 30), iso_at(0, 10, 30), ["j4"])]
     assert journey["sessions"][0]["events"][1]["event"] == "Read"
     assert (await get(analytics, "journey/walker", tokens.user_token("snoop"), status=403))["error"]["code"] == "forbidden"
     admin_view = await get(analytics, "journey/walker", limit=2)

@@ -75,6 +75,7 @@ async def test_hs256_and_es256_tokens_are_accepted(service, jwks):
 async def test_missing_and_malformed_authorization(service):
     status, body = await probe(service, None)
     assert status == 401 and body["error"]["code"] == "unauthorized"
+    assert "Authorization: Bearer" in body["error"]["message"] and body["message"] == body["error"]["message"]
     resp = await service.client.post(PATH, json=PROBE, headers={"Authorization": "Basic dXNlcjpwYXNz"})
     assert resp.status == 401 and (await resp.json())["error"]["code"] == "invalid_authorization"
     status, body = await probe(service, "not-a-jwt")
@@ -218,7 +219,8 @@ async def test_no_jwks_means_asymmetric_tokens_are_refused(start_service):
 async def test_anon_key_is_anonymous_and_admin_claim_is_admin(service):
     now = int(time.time())
     anon = tokens.hs256({"iss": "supabase", "role": "anon", "iat": now, "exp": now + 3600})
-    assert (await probe(service, anon))[0] == 401
+    status, body = await probe(service, anon)
+    assert status == 401 and body["error"]["code"] == "sign_in_required"
     resp = await service.client.post(PATH, json={"action": "get_profile", "data": {"user_id": "someone"}},
                                      headers=tokens.auth(tokens.es256(tokens.user_claims(admin=True))))
     assert resp.status == 404  # allowed to look, and there is no such profile
@@ -248,3 +250,64 @@ async def test_rs256_and_eddsa_keys_from_the_jwks(service, jwks):
     # an EdDSA token naming the RSA key, and an ES256 token naming the Ed25519 key
     assert (await probe(service, jwt.encode(claims, ed_key, algorithm="EdDSA", headers={"kid": "rsa-1"})))[0] == 401
     assert (await probe(service, tokens.es256(claims, kid="ed-1")))[0] == 401
+
+
+ANON_KEY = "sb_publishable_" + "Zm9yLXRoZS1hdXRoLXRlc3Rz"
+
+
+async def anon_probe(service, headers):
+    resp = await service.client.post(PATH, json=PROBE, headers=headers)
+    return resp.status, await resp.json()
+
+
+async def test_the_anon_key_is_the_anonymous_caller_and_user_management_says_sign_in(start_service):
+    service = await start_service(SUPABASE_ANON_KEY=ANON_KEY, RATE_LIMIT_ANONYMOUS="50")
+    now = int(time.time())
+    anon_jwt = tokens.hs256({"iss": "supabase", "ref": "project", "role": "anon", "iat": now, "exp": now + 3600})
+    supabase_js = {"apikey": ANON_KEY, "x-client-info": "supabase-js/2.49.4"}
+    for headers in ({**tokens.auth(ANON_KEY), **supabase_js},  # supabase.functions.invoke, nobody signed in
+                    tokens.auth(anon_jwt),  # an anon key that is a JWT
+                    {"apikey": ANON_KEY}):  # the apikey header alone
+        resp = await service.client.post(PATH, json=PROBE, headers=headers)
+        body = await resp.json()
+        assert resp.status == 401, body
+        assert body["error"]["code"] == "sign_in_required" and body["message"] == (
+            "Sign in: this needs a signed-in user's access token, not the anon key.") == body["error"]["message"]
+        assert resp.headers["X-RateLimit-Limit"] == "50"  # counted as an anonymous client, per IP
+    # the same words from routes that need a role, through require()
+    resp = await service.client.get("/functions/v1/analytics-tracking/metrics", headers=tokens.auth(ANON_KEY))
+    assert resp.status == 401 and (await resp.json())["error"]["code"] == "sign_in_required"
+    # a signed-in learner's token still works beside the apikey header
+    status, body = await anon_probe(service, {**tokens.auth(tokens.user_token()), **supabase_js})
+    assert status == 200 and body["allowed"] is True
+
+
+async def test_a_publishable_key_that_is_not_the_projects_is_refused(start_service):
+    service = await start_service(SUPABASE_ANON_KEY=ANON_KEY)
+    for token in ("sb_publishable_someone-elses-key", ANON_KEY + "x", ANON_KEY[:-1]):
+        status, body = await anon_probe(service, tokens.auth(token))
+        assert status == 401 and body["error"]["code"] == "invalid_token", token
+    unset = await start_service()  # without SUPABASE_ANON_KEY no opaque key is anyone's
+    status, body = await anon_probe(unset, tokens.auth(ANON_KEY))
+    assert status == 401 and body["error"]["code"] == "invalid_token" and "SUPABASE_ANON_KEY" in body["message"]
+
+
+async def test_a_jwt_anon_key_signed_elsewhere_is_anonymous_when_configured(start_service):
+    # The configured key is compared as it is: a JWT this service could not verify is anonymous
+    # when it is the project's anon key, and refused when it is not.
+    now = int(time.time())
+    foreign = tokens.hs256({"role": "anon", "iat": now, "exp": now + 3600}, secret="x" * 40)
+    configured = await start_service(SUPABASE_ANON_KEY=foreign)
+    assert (await anon_probe(configured, tokens.auth(foreign)))[1]["error"]["code"] == "sign_in_required"
+    assert (await anon_probe(await start_service(), tokens.auth(foreign)))[1]["error"]["code"] == "invalid_token"
+
+
+async def test_the_anon_key_sends_anonymous_analytics(start_service):
+    service = await start_service(SUPABASE_ANON_KEY=ANON_KEY)
+    resp = await service.client.post("/functions/v1/analytics-tracking/event", headers={
+        **tokens.auth(ANON_KEY), "apikey": ANON_KEY, "User-Agent": "Mozilla/5.0 (X11; Linux x86_64)"},
+        json={"event": "page_view", "anonymous_id": "anon-auth-1", "properties": {"page": "/pricing"}})
+    assert resp.status == 200, await resp.text()
+    [row] = await service.db.fetchall("SELECT user_id, source FROM analytics_events WHERE anonymous_id = %s",
+                                      ("anon-auth-1",))
+    assert row["user_id"] is None and row["source"] == "anonymous"

@@ -13,6 +13,8 @@ from email_support import (  # noqa: F401
     wait_status,
 )
 
+from vibe.web.times import to_seconds
+
 
 async def test_smtp_end_to_end_with_login(smtp_server, start_email):
     service = await start_email(EMAIL_BACKEND="smtp", EMAIL_SMTP_URL=f"smtp://mailer:s3cret@127.0.0.1:{smtp_server.port}",
@@ -82,7 +84,7 @@ async def test_resend_429_and_500_are_retried_with_the_same_idempotency_key(star
     assert row["attempts"] == 3 and len(fake_resend.requests) == 3
     assert {r["headers"]["Idempotency-Key"] for r in fake_resend.requests} == {f"vibe-email-{email_id}"}
     assert len(fake_resend.sent) == 1
-    history = [(h["status"], h["detail"] or "", h["at"]) for h in row["history"]]
+    history = [(h["status"], h["detail"] or "", to_seconds(h["at"])) for h in row["history"]]  # ISO 8601
     assert [s for s, _, _ in history] == ["queued", "sending", "failed", "sending", "failed", "sending", "sent"]
     assert "resend 500" in history[2][1] and "resend 429" in history[4][1]
     # The 429 asked for a second: the third attempt did not come sooner, although

@@ -12,11 +12,11 @@ import pytest
 import tokens
 from analytics_support import BROWSER, PREFIX, stored
 from conftest import load_event, run_cli, wait_until
+from databases import count_request_queries
 from email_support import SVIX_SECRET, svix_headers
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from vibe.ops.logs import current_request_id  # set while a request is handled
 from vibe.web.keys import LOAD_MONITOR
 
 USERS = "/functions/v1/user-management"
@@ -147,15 +147,7 @@ async def test_webhooks_probes_metrics_and_operator_pages_are_never_blocked(geo_
 
 async def test_the_451_comes_before_authentication_and_the_database(geo_service):
     service = await geo_service(GEO_BLOCKED_COUNTRIES="DE")
-    db, calls = service.db, []
-    for name in ("fetchone", "fetchall", "fetchval", "execute", "transaction"):
-        original = getattr(db, name)
-
-        def counting(*args, _original=original, _name=name, **kw):
-            if current_request_id.get() is not None:  # asked on a request's behalf
-                calls.append(_name)
-            return _original(*args, **kw)
-        setattr(db, name, counting)
+    calls = count_request_queries(service.db)
     for headers in ({}, tokens.auth("not.a.token"), tokens.auth(tokens.user_token())):
         resp = await call(service, DE4, **headers)
         await refused(resp)

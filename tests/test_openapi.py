@@ -28,3 +28,15 @@ async def test_a_plugin_route_is_listed_too(start_service):
     service = await start_service(extra_plugins=(TroublePlugin(),))
     doc = await (await service.client.get("/openapi.json")).json()
     assert doc["paths"]["/test/boom"]["get"]["tags"] == ["plugins"]
+
+
+async def test_errors_and_times_are_described_as_they_are_answered(service):
+    doc = await (await service.client.get("/openapi.json")).json()
+    error = doc["components"]["schemas"]["Error"]
+    assert set(error["required"]) == {"error", "message"} and error["properties"]["message"]["type"] == "string"
+    assert set(error["properties"]["error"]["required"]) == {"code", "message"}
+    assert doc["components"]["schemas"]["Health"]["properties"]["started_at"]["format"] == "date-time"
+    assert "anon key" in doc["components"]["securitySchemes"]["bearer"]["description"]
+    answer = await (await service.client.get("/nowhere")).json()
+    assert set(answer) == {"error", "message"} and answer["message"] == answer["error"]["message"]
+    assert set(answer["error"]) <= set(error["properties"]["error"]["properties"])

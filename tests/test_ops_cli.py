@@ -5,6 +5,7 @@ import json
 import pytest
 from conftest import run_cli
 from live_service import LiveService, open_db
+from ops_support import GOOD_PRODUCTION
 
 pytestmark = pytest.mark.slow
 
@@ -65,14 +66,6 @@ async def test_commands_against_nothing_exit_2(tmp_path):
     assert code == 2 and "unreachable" in out
     code, _, _ = await run_cli("test", "stripe-webhook", "3", "--url", "http://127.0.0.1:9", env=env)
     assert code == 2
-
-
-GOOD_PRODUCTION = {
-    "VIBE_ENV": "production", "DATABASE_URL": "postgresql://vibe@db.internal:5432/vibe",
-    "STRIPE_SECRET_KEY": "sk_live_" + "a1" * 12, "STRIPE_WEBHOOK_SECRET": "whsec_" + "b2" * 12,
-    "SUPABASE_URL": "https://abc.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "eyJh.eyJz.sig",
-    "ADMIN_EMAIL": "ops@example.com", "ALERT_WEBHOOK": "https://hooks.example.com/T/B/X",
-}
 
 
 async def test_check_config_on_good_and_bad_environments(tmp_path):

@@ -1,22 +1,15 @@
 """GET /dashboard: admins only, SVG charts, self-refreshing; rendered in headless Chromium."""
 
-import asyncio
 import base64
 import os
 import re
-import shutil
 import tempfile
 import time
 
 import pytest
 import tokens
 from conftest import ROOT, make_event
-from ops_support import TroublePlugin
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars")
+from ops_support import CHROMIUM, FLAGS, TroublePlugin, run
 
 
 def basic(password: str, user: str = "ops") -> dict[str, str]:
@@ -76,11 +69,3 @@ async def test_dashboard_renders_in_headless_chromium(start_service, tmp_path):
     bars = re.findall(r'<rect class="bar"', dom)
     assert dom.count("<svg") >= 5 and len(bars) >= 5
     assert shot.exists() and shot.stat().st_size > 10_000
-
-
-async def run(*argv: str) -> str:
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
-    assert proc.returncode == 0, err.decode()[-2000:]
-    return out.decode()

@@ -2,12 +2,17 @@
 
 import json
 import logging
+import re
+import time
 
 import tokens
 from conftest import make_event
 from ops_support import TroublePlugin
 
+from vibe.ops import health
 from vibe.ops.logs import JsonFormatter, RequestIdFilter
+from vibe.plugins.hookspecs import hookimpl
+from vibe.web.times import to_seconds
 
 
 async def test_health_is_healthy_with_every_part_reported(service):
@@ -20,6 +25,33 @@ async def test_health_is_healthy_with_every_part_reported(service):
     assert {"stripe-webhook", "user-management"} <= set(body["functions"])
     assert body["queues"]["stripe_dead"] == 0
     assert "user_session" in body["caches"]
+
+
+class ClockProbe:
+    """A function whose probe reports times, as Unix seconds (what a probe gives)."""
+
+    @hookimpl
+    def register_routes(self, app):
+        async def probe(app):
+            return {"status": "healthy", "checked_at": 1796173172, "durations": {"retry_in_seconds": 5},
+                    "runs": [{"last_run_at": 1796173172.25, "took_ms": 12.5}], "never_at": None}
+
+        health.register(app, "clock", probe)
+
+
+async def test_times_in_health_answers_are_iso_8601_and_durations_stay_numbers(start_service):
+    service = await start_service(extra_plugins=(ClockProbe(),))
+    body = await (await service.client.get("/health")).json()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", body["started_at"])
+    assert to_seconds(body["started_at"]) <= time.time() and isinstance(body["uptime_seconds"], (int, float))
+    clock = body["functions"]["clock"]
+    assert clock["checked_at"] == "2026-12-02T00:59:32Z"
+    assert clock["runs"][0]["last_run_at"] == "2026-12-02T00:59:32.250Z"
+    assert clock["durations"]["retry_in_seconds"] == 5 and clock["runs"][0]["took_ms"] == 12.5
+    assert clock["never_at"] is None and isinstance(clock["latency_ms"], (int, float))
+    assert body["functions"]["stripe-webhook"]["dispatcher"]["last_error_at"] is None
+    one = await (await service.client.get("/functions/v1/clock/health")).json()
+    assert one["checked_at"] == "2026-12-02T00:59:32Z" and one["function"] == "clock"
 
 
 async def test_a_dead_stripe_event_degrades_billing_and_the_service(service):

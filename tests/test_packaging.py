@@ -62,7 +62,7 @@ def test_the_wheel_carries_the_folders_inside_the_package(dists):
     names = set(zipfile.ZipFile(dists["wheel"]).namelist())
     bundled = {n.removeprefix("vibe/_data/") for n in names if n.startswith("vibe/_data/")}
     assert bundled == set().union(*map(source_files, FOLDERS))
-    assert {"sql/001_profiles.sql", "plugins/stripe_customers.py", "templates/email/welcome.html",
+    assert {"sql/001_profiles.sql", "plugins/stripe_customers.py", "templates/email/de/welcome.html",
             "templates/pages/dashboard.html"} <= bundled
     # Data files, not a package: the plugin host loads plugins/*.py by path, never as vibe._data.*
     assert not any(n.endswith(("__init__.py", ".pyc")) for n in bundled)
@@ -114,7 +114,7 @@ def test_paths_name_the_folders_that_hold_the_files():
     assert (paths.SQL_DIR, paths.TEMPLATES_DIR, paths.PLUGINS_DIR) == (ROOT / "sql", ROOT / "templates", ROOT / "plugins")
     assert {p.name for p in paths.SQL_DIR.glob("*.sql")} >= {"001_profiles.sql", "002_billing.sql", "030_email.sql"}
     assert {p.name for p in paths.TEMPLATES_DIR.iterdir() if p.is_dir()} >= {"email", "pages"}
-    assert (paths.TEMPLATES_DIR / "email" / "welcome.html").is_file()
+    assert (paths.TEMPLATES_DIR / "email" / "de" / "welcome.html").is_file()
     assert (paths.TEMPLATES_DIR / "pages" / "dashboard.html").is_file()
     assert {"stripe_customers.py", "stripe_checkout.py", "email_billing.py"} <= {p.name for p in paths.PLUGINS_DIR.glob("*.py")}
 

@@ -1,8 +1,9 @@
-"""The analytics read API (admins and the service; a user may read and export their own journey),
+"""The analytics read API (admins and the service; a user may read and export their own journey
+and read their own user-insights), the original function's three reports (vibe.analytics.reports),
 and erasure: `DELETE .../users/{user_id}`. A user's own journey and export hold only the events
 sent with their user id; an admin's or the service's also those of the anonymous ids linked to
 that user (vibe.analytics.store). Answers go through the shared DatabaseQueryCache, under
-keys versioned by the writes (see AnalyticsState).
+keys versioned by the writes (see AnalyticsState). Times in answers are ISO 8601 (vibe.web.times).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from vibe.analytics import queries
+from vibe.analytics import queries, reports
 from vibe.analytics.keys import ANALYTICS
 from vibe.analytics.model import (
     EventInvalid,
@@ -26,6 +27,7 @@ from vibe.analytics.store import export_user, forget_user
 from vibe.keys import DB, SETTINGS
 from vibe.web.auth import require
 from vibe.web.errors import ApiError
+from vibe.web.times import all_iso, with_iso
 
 DEFAULT_SPAN = 30 * 86400
 
@@ -72,6 +74,15 @@ async def cached(request: web.Request, key: tuple, tag: str, compute: Callable[[
     return value
 
 
+def iso_event(event: dict[str, Any]) -> dict[str, Any]:
+    return with_iso(event, "timestamp", "received_at")
+
+
+def iso_journey(answer: dict[str, Any]) -> dict[str, Any]:
+    return {**answer, "sessions": [{**with_iso(s, "start", "end"), "events": [iso_event(e) for e in s["events"]]}
+                                   for s in answer["sessions"]]}
+
+
 async def get_metrics(request: web.Request) -> web.Response:
     await require(request, "admin", "service")
     name = request.query.get("name") or "*"
@@ -85,9 +96,10 @@ async def get_metrics(request: web.Request) -> web.Response:
 
     async def compute():
         try:
-            return await queries.metrics(db, name, start, end, interval)
+            answer = await queries.metrics(db, name, start, end, interval)
         except ValueError as exc:
             raise ApiError(400, "invalid_query", str(exc)) from None
+        return {**answer, "series": all_iso(answer["series"], "start")}
 
     return web.json_response(await cached(request, ("metrics", name, interval, start, end), "events", compute))
 
@@ -96,8 +108,10 @@ async def get_business(request: web.Request) -> web.Response:
     await require(request, "admin", "service")
     start, end = time_range(request)
     db = request.app[DB]
-    return web.json_response(await cached(request, ("business", start, end), "business",
-                                          lambda: queries.business(db, start, end)))
+    async def compute():
+        return with_iso(await queries.business(db, start, end), "from", "to")
+
+    return web.json_response(await cached(request, ("business", start, end), "business", compute))
 
 
 async def get_rollup(request: web.Request) -> web.Response:
@@ -111,8 +125,11 @@ async def get_rollup(request: web.Request) -> web.Response:
                        f"No loaded plugin keeps the aggregate {kind!r} (the plugin that records it is disabled).")
     start, end = time_range(request)
     db = request.app[DB]
-    return web.json_response(await cached(request, ("rollup", kind, start, end), "events",
-                                          lambda: queries.rollup(db, kind, start, end)))
+    async def compute():
+        answer = await queries.rollup(db, kind, start, end)
+        return {**with_iso(answer, "from", "to"), "rows": all_iso(answer["rows"], "day")}
+
+    return web.json_response(await cached(request, ("rollup", kind, start, end), "events", compute))
 
 
 async def get_funnel(request: web.Request) -> web.Response:
@@ -124,8 +141,10 @@ async def get_funnel(request: web.Request) -> web.Response:
         _check(step, "steps", check_name)
     start, end = time_range(request)
     db = request.app[DB]
-    return web.json_response(await cached(request, ("funnel", tuple(steps), start, end), "events",
-                                          lambda: queries.funnel(db, steps, start, end)))
+    async def compute():
+        return with_iso(await queries.funnel(db, steps, start, end), "from", "to")
+
+    return web.json_response(await cached(request, ("funnel", tuple(steps), start, end), "events", compute))
 
 
 async def own_or_privileged(request: web.Request) -> tuple[str, bool]:
@@ -149,15 +168,18 @@ async def get_journey(request: web.Request) -> web.Response:
     if not 1 <= limit <= 10000:
         raise ApiError(400, "invalid_query", "'limit' must be a whole number from 1 to 10000.")
     db = request.app[DB]
+    async def compute():
+        return iso_journey(await queries.journey(db, user_id, start, end, limit, linked=linked))
+
     return web.json_response(await cached(request, ("journey", user_id, linked, start, end, limit), "events",
-                                          lambda: queries.journey(db, user_id, start, end, limit, linked=linked)))
+                                          compute))
 
 
 async def export(request: web.Request) -> web.StreamResponse:
     """The user's events as JSON lines (never cached)."""
     user_id, linked = await own_or_privileged(request)
     rows = await export_user(request.app[DB], user_id, linked=linked)
-    body = "".join(json.dumps(stored_event(r), separators=(",", ":")) + "\n" for r in rows)
+    body = "".join(json.dumps(iso_event(stored_event(r)), separators=(",", ":")) + "\n" for r in rows)
     return web.Response(text=body, content_type="application/x-ndjson")
 
 
@@ -169,11 +191,80 @@ async def forget(request: web.Request) -> web.Response:
     return web.json_response({"user_id": user_id, **result})
 
 
+def report_range(request: web.Request, default: str) -> tuple[float, float, str]:
+    try:
+        return reports.time_range(request.query.get("timeRange") or default)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_query", str(exc)) from None
+
+
+def with_business(request: web.Request, *key: Any) -> tuple:
+    """A report's cache key: it reads the business views too, so their refreshes count."""
+    return (*key, request.app[ANALYTICS].generations["business"])
+
+
+async def get_dashboard(request: web.Request) -> web.Response:
+    await require(request, "admin", "service")
+    start, end, granularity = report_range(request, "7d")
+    user_id = request.query.get("userId") or None
+    if user_id is not None:
+        _check(user_id, "userId", check_id)
+    kept = "revenue" in {e.aggregate for e in request.app[ANALYTICS].endpoints.values()}
+    db = request.app[DB]
+
+    async def compute():
+        answer = await reports.dashboard(db, start, end, granularity, user_id, revenue_kept=kept)
+        answer["data"]["user_engagement"] = all_iso(answer["data"]["user_engagement"], "date")
+        return with_iso(answer, "from", "to")
+
+    key = with_business(request, "dashboard", start, end, granularity, user_id, kept)
+    return web.json_response(await cached(request, key, "events", compute))
+
+
+async def get_user_insights(request: web.Request) -> web.Response:
+    """A signed-in caller's own by default; another user's for admins and the service only."""
+    principal = await require(request, "user", "admin", "service")
+    user_id = request.query.get("userId") or principal.user_id
+    if user_id is None:
+        raise ApiError(400, "invalid_query", "'userId' is required.")
+    _check(user_id, "userId", check_id)
+    if principal.role == "user" and principal.user_id != user_id:
+        raise ApiError(403, "forbidden", "A user may only read their own analytics.")
+    linked, db = principal.role != "user", request.app[DB]
+
+    async def compute():
+        answer = (await reports.user_insights(db, user_id, linked=linked))["data"]
+        profile = answer["profile"] and with_iso(answer["profile"], "created_at", "updated_at", "current_period_end")
+        return {"data": {**answer, "profile": profile, "recent_activity": all_iso(answer["recent_activity"],
+                                                                                  "timestamp")}}
+
+    return web.json_response(await cached(request, ("user-insights", user_id, linked), "events", compute))
+
+
+async def get_business_metrics(request: web.Request) -> web.Response:
+    await require(request, "admin", "service")
+    start, end, _ = report_range(request, "30d")
+    metric = request.query.get("metricType") or None
+    if metric is not None:
+        _check(metric, "metricType", check_name)
+    db = request.app[DB]
+
+    async def compute():
+        answer = await reports.business_metrics(db, start, end, metric)
+        return {**with_iso(answer, "from", "to"), "data": all_iso(answer["data"], "timestamp")}
+
+    key = with_business(request, "business-metrics", start, end, metric)
+    return web.json_response(await cached(request, key, "events", compute))
+
+
 def setup_routes(app: web.Application, prefix: str) -> None:
     app.router.add_get(prefix + "/metrics", get_metrics)
     app.router.add_get(prefix + "/business", get_business)
     app.router.add_get(prefix + "/funnel", get_funnel)
     app.router.add_get(prefix + "/aggregates/{kind}", get_rollup)
     app.router.add_get(prefix + "/journey/{user_id}", get_journey)
+    app.router.add_get(prefix + "/dashboard", get_dashboard)
+    app.router.add_get(prefix + "/user-insights", get_user_insights)
+    app.router.add_get(prefix + "/business-metrics", get_business_metrics)
     app.router.add_get(prefix + "/users/{user_id}/events", export)
     app.router.add_delete(prefix + "/users/{user_id}", forget)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import time
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -157,15 +157,20 @@ async def sender_of(request: web.Request) -> Sender:
 
 
 async def ingest(request: web.Request, items: Sequence[tuple[AnalyticsEndpoint, Any]], sender: Sender,
-                 batch_sent_at: float | None, body_size: int) -> tuple[list[dict[str, Any]], int]:
-    """Check every (endpoint, event); store the valid ones in one transaction; return a result per
-    event and how many were valid."""
+                 batch_sent_at: float | None, body_size: int,
+                 adapt: Callable[[AnalyticsEndpoint, Any, Sender], Any] | None = None,
+                 ) -> tuple[list[dict[str, Any]], int]:
+    """Check every (endpoint, event), first mapped by `adapt` when given (the functions door:
+    vibe.analytics.contract); store the valid ones in one transaction; return a result per event
+    and how many were valid."""
     state, settings = request.app[ANALYTICS], request.app[SETTINGS]
     received_at = time.time()
     results: list[dict[str, Any]] = []
     valid: list[Event] = []
     for index, (endpoint, raw) in enumerate(items):
         try:
+            if adapt is not None:
+                raw = adapt(endpoint, raw, sender)
             event = parse_event(raw, endpoint, sender, received_at, batch_sent_at, body_size=body_size)
         except EventInvalid as exc:
             results.append({"index": index, "status": "rejected", "field": exc.field, "message": exc.message})

@@ -67,6 +67,14 @@ class AnalyticsEndpoint:
     # the properties' shape: checked before `validate` runs, and shown by /openapi.json. A dict of
     # Fields is an open shape (other properties are kept) where a null counts as not given.
     properties: Shape | Mapping[str, Field] | None = None
+    # other event names the body's `event` may give (a regex; subscription-event: the original's
+    # subscription_<event_type>): the endpoint still checks and rolls the events up as its own
+    other_names: str | None = None
+
+    def records(self, name: Any) -> bool:
+        """Whether this endpoint records events named `name` (its own, or one of `other_names`)."""
+        return name == self.event or (self.other_names is not None and isinstance(name, str)
+                                      and re.fullmatch(self.other_names, name) is not None)
 
     def check(self, properties: dict[str, Any]) -> dict[str, Any]:
         """The event's properties as this endpoint records them; EventInvalid when refused."""
@@ -180,16 +188,17 @@ def parse_event(raw: Any, endpoint: AnalyticsEndpoint, sender: Sender, received_
         raise EventInvalid("event", f"an event is limited to {MAX_EVENT_BYTES} bytes of JSON")
     if endpoint.event is None:
         name = check_name(raw.get("event"))
-    elif raw.get("event") not in (None, endpoint.event):
+    elif raw.get("event") is not None and not endpoint.records(raw["event"]):
         raise EventInvalid("event", f"this endpoint records {endpoint.event!r} events; leave 'event' out")
     else:
-        name = endpoint.event
+        name = endpoint.event if raw.get("event") is None else check_name(raw["event"])
     user_id = check_id(raw.get("user_id"), "user_id")
     anonymous_id = check_id(raw.get("anonymous_id"), "anonymous_id")
     if sender.kind == "user":
         user_id = sender.user_id  # a different user_id was refused for the whole request
     elif sender.kind == "anonymous" and anonymous_id is None:
-        raise EventInvalid("anonymous_id", "anonymous_id is required without a sign-in or a write key")
+        raise EventInvalid("anonymous_id",
+                           "anonymous_id (or a session_id) is required without a sign-in or a write key")
     if user_id is None and anonymous_id is None:
         raise EventInvalid("user_id", "an event needs a user_id or an anonymous_id")
     for field in ("properties", "context"):

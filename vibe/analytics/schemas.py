@@ -132,20 +132,37 @@ def check_id(value: Any, field: str, *, required: bool = False) -> str | None:
 
 
 def event_schema(endpoint) -> dict[str, Any]:
-    """The JSON Schema of one event sent to `endpoint` (an AnalyticsEndpoint)."""
+    """The JSON Schema of one event sent to `endpoint` (an AnalyticsEndpoint): vibe's envelope and
+    the original function's top-level names (vibe.analytics.contract); other names are kept in
+    `properties`, but not those vibe records itself."""
+    from vibe.analytics.contract import RESERVED, top_level
+
     schema = ENVELOPE.schema()
     props = schema["properties"]
-    if endpoint.event is not None:
-        props["event"] = {"const": endpoint.event, "description": "may be left out"}
+    original, instead = top_level(endpoint)
+    needed = []
+    if endpoint.event is None:
+        needed.append("event")
+    elif endpoint.other_names:
+        props["event"] = {"type": "string", "pattern": f"^(?:{re.escape(endpoint.event)}|{endpoint.other_names})$",
+                          "description": f"may be left out ({endpoint.event})"}
     else:
-        schema["required"] = ["event"]
+        props["event"] = {"const": endpoint.event, "description": "may be left out"}
     if endpoint.properties is not None:
         props["properties"] = endpoint.properties.schema()
         if any(f.required for f in endpoint.properties.fields.values()):
-            schema.setdefault("required", []).append("properties")
+            needed.append("properties")
+    props.update({k: v for k, v in original.items() if k not in props})
+    if needed:
+        schema["required"] = needed
+    schema["additionalProperties"] = True
+    schema["propertyNames"] = {"not": {"enum": sorted({*RESERVED, "batch"})}}
     schema["title"] = endpoint.name
-    if endpoint.description:
-        schema["description"] = endpoint.description
+    notes = [endpoint.description] if endpoint.description else []
+    if needed and instead:  # not as `anyOf`: to OpenAPI tools a top-level anyOf reads as a choice of bodies
+        notes.append(f"The original function's {' and '.join(instead)} may stand in for {' and '.join(needed)}.")
+    if notes:
+        schema["description"] = " ".join(notes)
     return schema
 
 

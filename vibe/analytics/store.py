@@ -163,7 +163,9 @@ async def linked_anonymous_ids(tx: Transaction, user_id: str) -> list[str]:
     return [r["anonymous_id"] for r in rows]
 
 
-def _where_user(anonymous_ids: Sequence[str]) -> tuple[str, list[str]]:
+def where_user(anonymous_ids: Sequence[str]) -> tuple[str, list[str]]:
+    """The condition for a user's events (its first `%s` is the user id), with the anonymous events
+    of `anonymous_ids`, and the parameters that follow the user id."""
     if not anonymous_ids:
         return "user_id = %s", []
     marks = ", ".join(["%s"] * len(anonymous_ids))
@@ -176,7 +178,7 @@ async def forget_user(db: Database, user_id: str) -> dict[str, int]:
     in analytics_erasures."""
     async with db.transaction() as tx:
         anonymous_ids = await linked_anonymous_ids(tx, user_id)
-        where, extra = _where_user(anonymous_ids)
+        where, extra = where_user(anonymous_ids)
         events = await tx.execute(f"DELETE FROM analytics_events WHERE {where}", [user_id, *extra])
         actor_list = [user_id, *(f"anon:{a}" for a in anonymous_ids)]
         marks = ", ".join(["%s"] * len(actor_list))
@@ -196,7 +198,7 @@ async def export_user(db: Database, user_id: str, start: float | None = None,
     events sent with their user id."""
     async with db.transaction() as tx:
         anonymous_ids = await linked_anonymous_ids(tx, user_id) if linked else []
-        where, extra = _where_user(anonymous_ids)
+        where, extra = where_user(anonymous_ids)
         return await tx.fetchall(
             f"SELECT * FROM analytics_events WHERE {where} AND ts >= %s AND ts < %s ORDER BY ts, id",
             [user_id, *extra, -1.0 if start is None else start, 1e12 if end is None else end],

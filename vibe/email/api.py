@@ -1,6 +1,9 @@
 """The email function's HTTP layer.
 
     POST /functions/v1/email-notifications           queue one message (service role or admin)
+                                                     (the platform's body: user_id, type, data,
+                                                     priority, send_immediately; answers its
+                                                     `success`, `message`, `priority` too)
     GET  /functions/v1/email-notifications/{id}      its status and history (admin, service, or its user)
     POST /functions/v1/email-notifications/events    Resend's delivery webhooks (Svix-signed)
 
@@ -20,21 +23,32 @@ from aiohttp import web
 
 from vibe.db.database import Transaction
 from vibe.email import svix
+from vibe.email.intake import (
+    MAX_FREE_DEPTH,
+    NORMAL,
+    PRIORITIES,
+    aliases,
+    data_problems,
+    find_template,
+    priority_name,
+    rank,
+)
 from vibe.email.keys import EMAIL_QUEUE, EMAIL_RENDERER, EMAIL_WORKER
 from vibe.email.queue import (
     EmailRejected,
-    address_problem,
     enqueue,
     message_with_history,
     record_event,
     set_status,
     suppress,
 )
+from vibe.email.recipients import ADMIN, AdminNotConfigured, address_problem
 from vibe.email.templates import allows_http
 from vibe.keys import DB, SETTINGS
 from vibe.web.auth import require
 from vibe.web.errors import ApiError
 from vibe.web.json_body import check_depth, load_json
+from vibe.web.times import all_iso, with_iso
 from vibe.web.validation import Field, Problems, Shape
 
 BASE = "/functions/v1/email-notifications"
@@ -52,9 +66,10 @@ class QueueRequest:
     type: str
     data: dict
     idempotency_key: str
+    priority: int = NORMAL  # a rank (vibe.email.intake.PRIORITIES)
 
 
-def make_flush(templates, sender: str, http: bool = False):
+def make_flush(templates, sender: str, http: bool = False, admin_email: str = ""):
     """The group committer's flush. `enqueue` refuses before it writes, so a refused request
     leaves nothing behind and the others in the batch commit."""
 
@@ -64,7 +79,8 @@ def make_flush(templates, sender: str, http: bool = False):
         for item in items:
             try:
                 out.append(await enqueue(tx, templates, user_id=item.user_id, type=item.type, data=item.data,
-                                         idempotency_key=item.idempotency_key, sender=sender, now=now, http=http))
+                                         idempotency_key=item.idempotency_key, sender=sender, now=now, http=http,
+                                         priority=item.priority, admin_email=admin_email))
             except EmailRejected as exc:
                 out.append(exc)
         return out
@@ -88,8 +104,12 @@ QUEUE = Shape({
     "user_id": Field("str", required=True, min_length=1, max_length=128, strip=False, test=str.isprintable,
                      pattern=r"[^\x00-\x1f\x7f-\x9f]*",  # what a schema can say of "printable"
                      message="must be printable characters", description="the recipient, or 'admin'"),
-    "type": Field("str", required=True, min_length=1, strip=False, description="the email template's name"),
-    "data": Field("object", nullable=True, description="what the template takes"),
+    "type": Field("str", required=True, min_length=1, strip=False,
+                  description="the email template's name, or one of its aliases"),
+    "data": Field("object", nullable=True, description="what the template takes; other keys are kept "
+                  f"for the template (JSON nested at most {MAX_FREE_DEPTH} deep)"),
+    "priority": Field("str", nullable=True, choices=PRIORITIES, description="the queue's order (default normal)"),
+    "send_immediately": Field("bool", nullable=True, description="true: before everything queued (as urgent)"),
     "idempotency_key": Field("str", nullable=True, pattern=r"[\x21-\x7e]{1,200}", strip=False,
                              description="1 to 200 printable ASCII characters without spaces"),
 })
@@ -103,7 +123,8 @@ def parse_queue_request(body: dict) -> QueueRequest:
         raise ApiError(400, "invalid_request", "The request body is not valid.", details=details)
     key = clean.get("idempotency_key")
     return QueueRequest(clean["user_id"], clean["type"], clean.get("data") or {},
-                        f"api:{key}" if key else f"api:{uuid.uuid4()}")
+                        f"api:{key}" if key else f"api:{uuid.uuid4()}",
+                        rank(clean.get("priority"), bool(clean.get("send_immediately"))))
 
 
 def body_schema(templates) -> dict:
@@ -111,10 +132,13 @@ def body_schema(templates) -> dict:
     bodies = []
     for name, template in sorted(templates.items()):
         schema = QUEUE.schema()
-        schema["properties"].update(type={"const": name}, data=template.data.schema())
+        names = [name, *template.aliases]
+        data = {**template.data.schema(), "additionalProperties": True}  # other keys are kept (intake.py)
+        schema["properties"].update(type={"const": name} if len(names) == 1 else {"enum": names}, data=data)
         if any(f.required for f in template.data.fields.values()):
             schema["required"].append("data")
-        bodies.append({**schema, "title": name, "description": template.description})
+        aka = f" Also named {', '.join(template.aliases)}." if template.aliases else ""
+        bodies.append({**schema, "title": name, "description": template.description + aka})
     return {"oneOf": bodies} if bodies else QUEUE.schema()
 
 
@@ -123,13 +147,16 @@ async def queue_email(request: web.Request) -> web.Response:
     item = parse_queue_request(await _json_object(request))
     check_depth(item.data, "data")
     renderer = request.app[EMAIL_RENDERER]
-    template = renderer.templates.get(item.type)
+    template = find_template(renderer.templates, item.type)
     if template is None:
         raise ApiError(400, "unknown_email_type", f"No email template is named {item.type!r}.",
-                       details={"known": sorted(renderer.templates)})
-    problems = template.validate(item.data, http=allows_http(request.app[SETTINGS]))
+                       details={"known": sorted(renderer.templates), "aliases": aliases(renderer.templates)})
+    item = dataclasses.replace(item, type=template.name)  # an alias is stored as the template's name
+    problems = data_problems(template, item.data, http=allows_http(request.app[SETTINGS]))
     if problems:
         raise ApiError(400, "invalid_email_data", f"The data does not fit the {item.type} template.", details=problems)
+    if item.user_id == ADMIN and not request.app[SETTINGS].ops.admin_email:
+        raise ApiError(409, "admin_email_not_configured", AdminNotConfigured.message)
     try:  # the render check: a message that cannot be rendered is refused now, not dead-lettered later
         renderer.render(item.type, renderer.context(template, item.data, recipient={}, unsubscribe_url="#"))
     except (jinja2.TemplateError, TypeError, ValueError, OverflowError, OSError) as exc:  # OverflowError: a date
@@ -141,22 +168,39 @@ async def queue_email(request: web.Request) -> web.Response:
     row, created = result
     if created and row["status"] == "queued" and EMAIL_WORKER in request.app:
         request.app[EMAIL_WORKER].wake()
-    return web.json_response(
-        {"id": row["id"], "status": row["status"], "type": row["type"], "user_id": row["user_id"],
-         "idempotency_key": row["idempotency_key"], "duplicate": not created},
-        status=200 if row["status"] == "suppressed" else 202,
-    )
+    return web.json_response(await queue_answer(request.app[DB], row, created),
+                             status=200 if row["status"] == "suppressed" else 202)
+
+
+async def queue_answer(db, row: dict, created: bool) -> dict:
+    """The answer to a queue request: vibe's own detail and the platform's `success`, `message`
+    and `priority`; a suppressed message says why (`reason`, from its history)."""
+    answer = {"id": row["id"], "status": row["status"], "type": row["type"], "user_id": row["user_id"],
+              "idempotency_key": row["idempotency_key"], "duplicate": not created,
+              "success": True, "message": "Email queued for processing", "priority": priority_name(row["priority"])}
+    if row["status"] == "suppressed":
+        reason = row.get("reason") or await db.fetchval(
+            "SELECT detail FROM email_message_events WHERE email_id = %s AND status = 'suppressed' ORDER BY id "
+            "LIMIT 1", (row["id"],))
+        answer.update(message=f"Email not sent: {reason}", reason=reason)
+    return answer
+
+
+STATUS_KEYS = ("id", "type", "category", "status", "priority", "user_id", "recipient", "idempotency_key",
+               "message_id", "provider_id", "attempts", "next_attempt_at", "last_error", "created_at", "updated_at",
+               "sent_at", "data", "history")
+STATUS_TIMES = ("next_attempt_at", "created_at", "updated_at", "sent_at")
 
 
 async def show_email(request: web.Request) -> web.Response:
     principal = await require(request, "user", "admin", "service")
     row = await message_with_history(request.app[DB], int(request.match_info["id"]))
-    if row is None or not (principal.is_privileged or row["user_id"] == principal.user_id):
+    own = row is not None and row["user_id"] == principal.user_id and row["user_id"] != ADMIN
+    if row is None or not (principal.is_privileged or own):
         raise ApiError(404, "not_found", "No such email.")
-    keys = ("id", "type", "category", "status", "user_id", "recipient", "idempotency_key", "message_id",
-            "provider_id", "attempts", "next_attempt_at", "last_error", "created_at", "updated_at", "sent_at",
-            "data", "history")
-    return web.json_response({key: row[key] for key in keys})
+    row = with_iso(row, *STATUS_TIMES)
+    row.update(priority=priority_name(row["priority"]), history=all_iso(row["history"], "at"))
+    return web.json_response({key: row[key] for key in STATUS_KEYS})
 
 
 async def delivery_event(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ import jinja2
 
 from vibe.cli import CommandError, open_database, print_json
 from vibe.config import Settings
+from vibe.email.locales import language_of, languages
 from vibe.email.queue import record_event
 from vibe.email.schedule import run_schedule
 from vibe.email.templates import (
@@ -54,15 +55,16 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     unsubscribe = links.url("USER_ID", template.category) if template.category != "transactional" else None
     try:
         rendered = renderer.render(args.type, renderer.context(template, data, recipient=SAMPLE_RECIPIENT,
-                                                               unsubscribe_url=unsubscribe))
-    except jinja2.TemplateError as exc:
+                                                               unsubscribe_url=unsubscribe, locale=args.locale))
+    except (jinja2.TemplateError, TypeError, ValueError) as exc:  # ValueError: a filter's (money, date, ...)
         raise CommandError(f"{args.type} cannot be rendered with this data: {exc}") from None
     if args.html:
         sys.stdout.write(rendered.html)
     elif args.text:
         sys.stdout.write(rendered.text)
     else:
-        sys.stdout.write(f"Subject: {rendered.subject}\nCategory: {template.category}\n\n{rendered.text}")
+        sys.stdout.write(f"Subject: {rendered.subject}\nCategory: {template.category}\nLanguage: {rendered.locale}\n\n"
+                         f"{rendered.text}")
     return 0
 
 
@@ -145,6 +147,13 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _locale(raw: str) -> str:
+    language = language_of(raw)
+    if language is None:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(languages())} (or a tag such as de-DE)")
+    return language
+
+
 def _limit(raw: str) -> int:
     value = int(raw)
     if not 1 <= value <= 10000:
@@ -167,6 +176,8 @@ def register_cli_commands(subparsers):
     p = sub.add_parser("preview", help="render one template for a person to look at")
     p.add_argument("type", metavar="TYPE")
     p.add_argument("--data", help="the template's data as JSON (default: the template's sample)")
+    p.add_argument("--locale", type=_locale, metavar="LANGUAGE", help=f"{' or '.join(languages())} "
+                   "(default: EMAIL_DEFAULT_LOCALE)")
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--html", action="store_true", help="only the HTML body")
     shape.add_argument("--text", action="store_true", help="only the text body")

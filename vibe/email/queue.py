@@ -11,15 +11,28 @@ unsubscribe).
 from __future__ import annotations
 
 import json
-import re
+import logging
 import time
 import uuid
 import weakref
 from typing import Any, Mapping
 
 from vibe.db.database import Transaction
+from vibe.email.intake import NORMAL, aliases, data_problems, find_template, rank
+from vibe.email.recipients import (  # noqa: F401 - address_problem and bad_address_sql are used from here too
+    ADMIN,
+    INVALID_ADDRESS,
+    AdminNotConfigured,
+    address_problem,
+    bad_address_sql,
+    switched_off,
+    switched_off_detail,
+    switched_off_sql,
+)
 from vibe.email.templates import EmailTemplate, allows_http, collect_templates
 from vibe.plugins.context import DomainContext
+
+log = logging.getLogger(__name__)
 
 SENDABLE = ("queued", "failed")
 FINAL = ("sent", "delivered", "bounced", "complained", "dead", "suppressed")
@@ -36,42 +49,6 @@ class EmailRejected(Exception):
         self.status, self.code, self.message, self.details = status, code, message, details
 
 
-# What a recipient address may not hold: control characters, white space, NUL and lone
-# surrogates (no header or database can carry them), and the RFC 5322 specials that would make
-# the To header a list, a group or a display name. The same rule in SQL for `enqueue_for`, which
-# reads nothing: PostgreSQL's regular expression, SQLite's GLOB (PostgreSQL text holds no NUL).
-MAX_ADDRESS = 254
-_SPACES = "\x01-\x20\x7f-\x9f\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"  # ranges
-_SPECIALS = '<>,;:"()['  # and `]` and `\\`, placed as each syntax needs them
-_BAD_CHARS = re.compile("[\x00\ud800-\udfff" + _SPACES + re.escape(_SPECIALS + "]\\") + "]")
-INVALID_ADDRESS = ("invalid address: not one address of at most 254 characters with one @ and no control "
-                   "characters, spaces or <>,;:\"()[]\\")
-
-
-def bad_address_sql(dialect: str, column: str) -> tuple[str, tuple]:
-    """`address_problem` as an SQL condition on `column` (true when the address is bad), and its parameters."""
-    if dialect == "postgresql":
-        chars, pattern = f"{column} ~ %s", "[]" + _SPACES + _SPECIALS + "\\\\]"
-    else:
-        chars, pattern = f"{column} GLOB %s OR INSTR({column}, CHAR(0)) > 0", "*[]" + _SPACES + _SPECIALS + "\\]*"
-    sql = (f"(LENGTH({column}) > {MAX_ADDRESS} OR {column} NOT LIKE '%%_@_%%' OR {column} LIKE '%%@%%@%%' "
-           f"OR {chars})")
-    return sql, (pattern,)
-
-
-def address_problem(address: str) -> str | None:
-    """Why `address` cannot be a recipient, or None when it can."""
-    if len(address) > MAX_ADDRESS:
-        return f"invalid address: longer than {MAX_ADDRESS} characters"
-    local, at, domain = address.rpartition("@")
-    if not at or not local or not domain or "@" in local:
-        return "invalid address: expected one @ with something on both sides"
-    bad = _BAD_CHARS.search(address)
-    if bad:
-        return f"invalid address: holds {bad.group()!r}"
-    return None
-
-
 def message_id_for(sender: str) -> str:
     domain = sender.rsplit("@", 1)[-1].strip(" >") or "localhost"
     return f"<{uuid.uuid4().hex}@{domain}>"
@@ -86,27 +63,32 @@ def record_event(tx: Transaction, email_id: int, status: str, detail: str | None
 
 
 async def enqueue(tx: Transaction, templates: Mapping[str, EmailTemplate], *, user_id: str, type: str,
-                  data: Mapping[str, Any], idempotency_key: str, sender: str,
-                  now: float | None = None, http: bool = False) -> tuple[dict[str, Any], bool]:
+                  data: Mapping[str, Any], idempotency_key: str, sender: str, now: float | None = None,
+                  http: bool = False, priority: int = NORMAL, admin_email: str = "") -> tuple[dict[str, Any], bool]:
     """Queue (or find) the message for `idempotency_key`; returns (row, created).
 
     Raises EmailRejected for an unknown type, bad data, an unknown user or one without an
     address, or a key already used for another user or type, always before writing anything:
     a caller batching several requests in one transaction needs no savepoint per request.
+    `type` may be an alias: the template's own name is stored. `user_id` "admin" addresses
+    `admin_email` (ADMIN_EMAIL; 409 without one). `priority`: a rank (vibe.email.intake).
     `http`: plain-http links in the data are accepted (development; `templates.allows_http`).
     """
     now = time.time() if now is None else now
     template = _checked_template(templates, type, data, http)
-    # One round trip for the common case: the user, their address's suppression, their choice
-    # for the category, and whether this key was already used.
-    profile = await tx.fetchone(
-        "SELECT p.id, p.email, p.full_name, p.display_name, p.referral_code, s.reason AS suppressed, "
-        "c.subscribed, m.id AS existing FROM profiles p "
-        "LEFT JOIN email_suppressions s ON s.email = LOWER(p.email) "
-        "LEFT JOIN email_preferences c ON c.user_id = p.id AND c.category = %s "
-        "LEFT JOIN email_messages m ON m.idempotency_key = %s WHERE p.id = %s",
-        (template.category, idempotency_key, user_id),
-    )
+    type = template.name
+    if user_id == ADMIN:
+        profile = await _admin_profile(tx, admin_email, idempotency_key)
+    else:  # one round trip for the common case: the user, their address's suppression, their
+        # choice for the category, and whether this key was already used
+        profile = await tx.fetchone(
+            "SELECT p.id, p.email, p.full_name, p.display_name, p.referral_code, p.locale, "
+            "p.notification_preferences, s.reason AS suppressed, c.subscribed, m.id AS existing FROM profiles p "
+            "LEFT JOIN email_suppressions s ON s.email = LOWER(p.email) "
+            "LEFT JOIN email_preferences c ON c.user_id = p.id AND c.category = %s "
+            "LEFT JOIN email_messages m ON m.idempotency_key = %s WHERE p.id = %s",
+            (template.category, idempotency_key, user_id),
+        )
     if profile is None or profile["existing"] is not None:
         existing = await tx.fetchone("SELECT * FROM email_messages WHERE idempotency_key = %s", (idempotency_key,))
         if existing is not None:
@@ -117,7 +99,8 @@ async def enqueue(tx: Transaction, templates: Mapping[str, EmailTemplate], *, us
         raise EmailRejected(422, "no_email_address", f"user {user_id} has no email address")
     problem = address_problem(profile["email"])
     if problem:  # e.g. a token's email claim with CR/LF in it: refused, never queued to stick
-        raise EmailRejected(422, "invalid_email_address", f"user {user_id}'s {problem}")
+        whose = "ADMIN_EMAIL:" if user_id == ADMIN else f"user {user_id}'s"
+        raise EmailRejected(422, "invalid_email_address", f"{whose} {problem}")
     data = dict(data)
     if template.prepare is not None:
         data = await template.prepare(tx, profile, data, now)
@@ -126,9 +109,11 @@ async def enqueue(tx: Transaction, templates: Mapping[str, EmailTemplate], *, us
         status, detail = "suppressed", ADDRESS_SUPPRESSED + profile["suppressed"]
     elif template.category != "transactional" and profile["subscribed"] is not None and not profile["subscribed"]:
         status, detail = "suppressed", _unsubscribed(template.category)
+    elif switched_off(template, profile["notification_preferences"]):
+        status, detail = "suppressed", switched_off(template, profile["notification_preferences"])
     row = {"idempotency_key": idempotency_key, "user_id": user_id, "recipient": profile["email"].lower(),
            "type": type, "category": template.category, "data": json.dumps(data, sort_keys=True),
-           "status": status, "next_attempt_at": now if status == "queued" else None,
+           "status": status, "next_attempt_at": now if status == "queued" else None, "priority": priority,
            "message_id": message_id_for(sender), "created_at": now, "updated_at": now}
     inserted = await tx.fetchall(
         f"INSERT INTO email_messages ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))}) "
@@ -138,21 +123,34 @@ async def enqueue(tx: Transaction, templates: Mapping[str, EmailTemplate], *, us
     if not inserted:  # another transaction queued this key a moment ago
         existing = await tx.fetchone("SELECT * FROM email_messages WHERE idempotency_key = %s", (idempotency_key,))
         return _same(existing, user_id, type), False
-    row.update(id=inserted[0]["id"], attempts=0)
+    row.update(id=inserted[0]["id"], attempts=0, reason=detail)
     record_event(tx, row["id"], status, detail, now)
     return row, True
 
 
+async def _admin_profile(tx: Transaction, admin_email: str, idempotency_key: str) -> dict[str, Any]:
+    """The administrator as a recipient: ADMIN_EMAIL, its suppression, and this key's message."""
+    if not admin_email:
+        raise EmailRejected(409, "admin_email_not_configured", AdminNotConfigured.message)
+    found = await tx.fetchone(
+        "SELECT s.reason AS suppressed, m.id AS existing FROM (SELECT 1 AS one) o "
+        "LEFT JOIN email_suppressions s ON s.email = %s LEFT JOIN email_messages m ON m.idempotency_key = %s",
+        (admin_email.lower(), idempotency_key))
+    return {"id": ADMIN, "email": admin_email, "full_name": None, "display_name": None, "referral_code": None,
+            "locale": None, "notification_preferences": None, "subscribed": None, **found}
+
+
 def _checked_template(templates: Mapping[str, EmailTemplate], type: str, data: Mapping[str, Any],
                       http: bool) -> EmailTemplate:
-    """The template named `type`, after checking `data` against it (EmailRejected if not)."""
-    template = templates.get(type)
+    """The template named (or aliased) `type`, after checking `data` against it (EmailRejected if not)."""
+    template = find_template(templates, type)
     if template is None:
         raise EmailRejected(400, "unknown_email_type", f"no email template named {type!r}",
-                            details={"known": sorted(templates)})
-    problems = template.validate(data, http=http)
+                            details={"known": sorted(templates), "aliases": aliases(templates)})
+    problems = data_problems(template, data, http=http)
     if problems:
-        raise EmailRejected(400, "invalid_email_data", f"data does not fit the {type} template", details=problems)
+        raise EmailRejected(400, "invalid_email_data", f"data does not fit the {template.name} template",
+                            details=problems)
     return template
 
 
@@ -172,55 +170,76 @@ def _same(row: dict, user_id: str, type: str) -> dict:
 
 
 async def enqueue_for(ctx: DomainContext, user_id: str | None, type: str, data: Mapping[str, Any],
-                      idempotency_key: str) -> None:
+                      idempotency_key: str, *, priority: str = "normal") -> None:
     """What a domain hook calls: queue in the hook's transaction, keyed by the cause.
 
     Nothing is read and nothing waits: the message is written by two deferred statements that
     ride with the transaction's next one, taking the address, the suppression list and the
-    user's preference from the database as they are then. A user who is unknown or has no
+    user's preferences from the database as they are then. A user who is unknown or has no
     address gets no mail (the change still commits); one whose address is not one plain address
     (`address_problem`: a token's email claim with CR/LF in it) gets a `suppressed` message
     whose history says so; a key already used queues nothing new.
     Bad data is a bug in the calling plugin and raises, rolling the change back to be retried.
     A template with a `prepare` step gets the recipient's profile from `ctx.profile` (no read
     when this unit of work already has it, as `user_created` does).
+    `user_id` "admin" queues to ADMIN_EMAIL (read, as `enqueue` does: such mail is rare); with
+    none configured, or not one plain address, it is logged and nothing is queued.
     """
     if not user_id:
         return
-    template = _checked_template(hook_templates(ctx.pm, ctx.settings), type, data, allows_http(ctx.settings))
+    templates = hook_templates(ctx.pm, ctx.settings)
+    if user_id == ADMIN:
+        try:
+            await enqueue(ctx.tx, templates, user_id=ADMIN, type=type, data=data, idempotency_key=idempotency_key,
+                          sender=ctx.settings.email.sender, now=ctx.now, http=allows_http(ctx.settings),
+                          priority=rank(priority), admin_email=ctx.settings.ops.admin_email)
+        except EmailRejected as exc:
+            if exc.code not in ("admin_email_not_configured", "invalid_email_address"):
+                raise
+            log.warning("%s for the administrator not queued (%s): %s", type, idempotency_key, exc.message)
+        return
+    template = _checked_template(templates, type, data, allows_http(ctx.settings))
     data = dict(data)
     if template.prepare is not None:
         profile = await ctx.profile(user_id)
         if profile is None:
             return
         data = await template.prepare(ctx.tx, profile, data, ctx.now)
-    bad, bad_values = bad_address_sql(ctx.tx.dialect, "p.email")
-    suppressed = f"{bad} OR s.email IS NOT NULL"
+    dialect = ctx.tx.dialect
+    bad, bad_values = bad_address_sql(dialect, "p.email")
+    suppressed, suppressed_values = f"{bad} OR s.email IS NOT NULL", bad_values
     if template.category != "transactional":
         suppressed += " OR NOT COALESCE(c.subscribed, TRUE)"
+    off = "FALSE"
+    if template.preference:
+        off = switched_off_sql(dialect, "p.notification_preferences")
+        suppressed, suppressed_values = f"{suppressed} OR {off}", (*bad_values, template.preference)
     insert = (
         "INSERT INTO email_messages (idempotency_key, user_id, recipient, type, category, data, status, "
-        "next_attempt_at, message_id, created_at, updated_at) "
+        "next_attempt_at, priority, message_id, created_at, updated_at) "
         f"SELECT %s, p.id, LOWER(p.email), %s, %s, %s, CASE WHEN {suppressed} THEN 'suppressed' ELSE 'queued' END, "
-        f"CASE WHEN {suppressed} THEN NULL ELSE {_TIME} END, %s, {_TIME}, {_TIME} "
+        f"CASE WHEN {suppressed} THEN NULL ELSE {_TIME} END, CAST(%s AS SMALLINT), %s, {_TIME}, {_TIME} "
         "FROM profiles p LEFT JOIN email_suppressions s ON s.email = LOWER(p.email) "
         "LEFT JOIN email_preferences c ON c.user_id = p.id AND c.category = %s "
         "WHERE p.id = %s AND COALESCE(p.email, '') <> '' ON CONFLICT (idempotency_key) DO NOTHING"
     )
-    values = (idempotency_key, type, template.category, json.dumps(data, sort_keys=True), *bad_values,
-              *bad_values, ctx.now, message_id_for(ctx.settings.email.sender), ctx.now, ctx.now,
-              template.category, user_id)
+    values = (idempotency_key, template.name, template.category, json.dumps(data, sort_keys=True),
+              *suppressed_values, *suppressed_values, ctx.now, rank(priority),
+              message_id_for(ctx.settings.email.sender), ctx.now, ctx.now, template.category, user_id)
     # Its first history line, as `enqueue` writes it, for the message just created (none if the
     # key was used before); a bad address says why the message is `suppressed`.
-    bad_recipient, _ = bad_address_sql(ctx.tx.dialect, "m.recipient")
+    bad_recipient, _ = bad_address_sql(dialect, "m.recipient")
     history = ("INSERT INTO email_message_events (email_id, status, detail, at) "
                "SELECT m.id, m.status, CASE WHEN m.status = 'queued' THEN NULL "
-               f"WHEN {bad_recipient} THEN %s "
-               "WHEN s.reason IS NOT NULL THEN %s || s.reason ELSE %s END, " + _TIME + " "
-               "FROM {messages} m LEFT JOIN email_suppressions s ON s.email = m.recipient")
-    detail = (*bad_values, INVALID_ADDRESS, ADDRESS_SUPPRESSED, _unsubscribed(template.category), ctx.now)
-    if ctx.tx.dialect == "postgresql":  # one statement: the history line from the insert's RETURNING
-        ctx.tx.defer(f"WITH created AS ({insert} RETURNING id, status, recipient) "
+               f"WHEN {bad_recipient} THEN %s WHEN s.reason IS NOT NULL THEN %s || s.reason "
+               f"WHEN {off} THEN %s ELSE %s END, {_TIME} "
+               "FROM {messages} m LEFT JOIN email_suppressions s ON s.email = m.recipient "
+               "LEFT JOIN profiles p ON p.id = m.user_id")
+    detail = (*bad_values, INVALID_ADDRESS, ADDRESS_SUPPRESSED,
+              *((template.preference,) if template.preference else ()),
+              switched_off_detail(template.preference or ""), _unsubscribed(template.category), ctx.now)
+    if dialect == "postgresql":  # one statement: the history line from the insert's RETURNING
+        ctx.tx.defer(f"WITH created AS ({insert} RETURNING id, status, recipient, user_id) "
                      + history.format(messages="created"), (*values, *detail))
     else:  # the new message is the one with this key and no history yet
         ctx.tx.defer(insert, values)

@@ -17,6 +17,7 @@ from aiohttp import web
 from vibe.db.groupcommit import GroupCommitter
 from vibe.email import api as email_api
 from vibe.email import unsubscribe
+from vibe.email.intake import aliases
 from vibe.email.keys import (
     EMAIL_PAGES,
     EMAIL_QUEUE,
@@ -42,7 +43,7 @@ async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[EMAIL_QUEUE] = GroupCommitter(
         app[DB], email_api.make_flush(app[EMAIL_RENDERER].templates, settings.email.sender,
-                                      allows_http(settings)), max_batch=200,
+                                      allows_http(settings), settings.ops.admin_email), max_batch=200,
         concurrency=4 if settings.db.dialect == "postgresql" else 1, name="email-queue",
     )
     try:
@@ -101,9 +102,12 @@ async def health_probe(app: web.Application) -> dict:
 
 
 def setup(app: web.Application) -> None:
-    """Collect the templates (a duplicate is a start-up error), then add resources and routes."""
+    """Collect the templates (a duplicate name or alias is a start-up error), then add resources
+    and routes."""
     settings = app[SETTINGS]
-    app[EMAIL_RENDERER] = EmailRenderer(collect_templates(app[PLUGINS], settings), settings)
+    templates = collect_templates(app[PLUGINS], settings)
+    aliases(templates)  # raises TemplateError for an alias taken twice
+    app[EMAIL_RENDERER] = EmailRenderer(templates, settings)
     app[EMAIL_UNSUBSCRIBE] = unsubscribe.UnsubscribeLinks(settings, unsubscribe.unsubscribe_key(settings))
     if BREAKERS not in app:
         app[BREAKERS] = BreakerRegistry()

@@ -1,13 +1,33 @@
-"""Email's settings: the sender, the queue and worker, Resend's webhooks, unsubscribe links and
-the schedule."""
+"""Email's settings: the sender, the language, the queue and worker, Resend's webhooks,
+unsubscribe links and the schedule."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
+from typing import Any
 
 from vibe.variables import ConfigError, Env, setting, url_problem
 
 BACKENDS = ("outbox", "resend", "smtp")
+# The languages vibe writes mail in: each has a folder templates/email/<language>/ (vibe.email.locales).
+LANGUAGES = ("de", "en")
+_TAG = re.compile(r"^\s*([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]{1,8})*(?:\.[\w-]+)?(?:@\w+)?\s*$")
+
+
+def language_of(tag: Any) -> str | None:
+    """The language of a BCP 47 tag or POSIX locale name when vibe writes mail in it (`de-DE` ->
+    `de`, `en_GB` -> `en`, `de_CH.UTF-8` -> `de`), else None."""
+    match = _TAG.match(tag) if isinstance(tag, str) else None
+    language = match.group(1).lower() if match else None
+    return language if language in LANGUAGES else None
+
+
+def _language(raw: str) -> str:
+    language = language_of(raw)
+    if language is None:
+        raise ConfigError(f"expected a language vibe has email templates for ({', '.join(LANGUAGES)}), got {raw!r}")
+    return language
 
 
 def _smtp_url(raw: str) -> str:
@@ -34,6 +54,9 @@ class EmailSettings:
                            "`smtp`", choices=BACKENDS)
     sender: str = setting("EMAIL_FROM", "Vibe Coding Bible <no-reply@localhost>", "the From address",
                           parse=_sender)
+    default_locale: str = setting("EMAIL_DEFAULT_LOCALE", "de", "the language of mail whose recipient's profile "
+                                  "names none vibe writes (`de` or `en`; a tag such as `de-DE` counts as `de`)",
+                                  parse=_language)
     service_url: str = setting("EMAIL_SERVICE_URL", "", "Resend API base (for `resend`)", check=url_problem,
                                hint="email goes to the local outbox folder")
     service_key: str = setting("EMAIL_SERVICE_KEY", "", "Resend API key (for `resend`)", secret=True,

@@ -1,10 +1,14 @@
 """Email templates: what plugins register, how data is validated, and how mail is rendered.
 
-A plugin's `register_email_templates(settings)` returns `EmailTemplate`s. Each names its files in
-`templates/email/` (or its own `directory`): `NAME.subject.txt`, `NAME.html` and `NAME.txt`; the
-HTML and text bodies usually extend the shared `_layout.html` / `_layout.txt`. HTML is
-autoescaped; every variable a template uses must be given (StrictUndefined), so declared
-optional fields are passed as None when absent.
+A plugin's `register_email_templates(settings)` returns `EmailTemplate`s. Each names its files:
+`NAME.subject.txt`, `NAME.html` and `NAME.txt`, in each language's folder, `templates/email/de/`,
+`templates/email/en/` (a plugin's own `directory` may hold `de/` and `en/` too, or the files
+themselves, which then serve every language); the HTML and text bodies usually extend the
+language's `_layout.html` / `_layout.txt`. A message is written in the recipient's language
+(vibe.email.locales), and formats money, dates and numbers for it with Babel (the filters
+`money`, `date`, `datetime`, `number`, `percent`, `week`). HTML is autoescaped; every variable a
+template uses must be given (StrictUndefined), so declared optional fields are passed as None
+when absent; data the template does not declare is passed too, escaped like the rest.
 
 Links in data are checked, since autoescaping keeps a value inside its `href` but not out of
 `javascript:`: a template's `urls` (and every string field named `*_url`) must be absolute
@@ -16,7 +20,6 @@ and a stored value that fails (queued before the check) renders as no link.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import re
 import urllib.parse
 from pathlib import Path
@@ -25,18 +28,18 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 import jinja2
 
 from vibe.config import Settings
-from vibe.paths import TEMPLATES_DIR
+from vibe.email.locales import EMAIL_DIR, Formats, choose, languages
 from vibe.plugins.host import PluginManager
 from vibe.web.json_body import MAX_DEPTH, nesting_depth
 from vibe.web.validation import Field, Problems, Shape
 
 CATEGORIES = ("transactional", "engagement")
-EMAIL_DIR = TEMPLATES_DIR / "email"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-# Currencies whose smallest unit is the unit itself (Stripe's list of zero-decimal currencies).
-ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
-                "xaf", "xof", "xpf"}
-SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥"}
+# What the renderer puts in every template's context; data keys of these names do not replace them.
+CONTEXT_NAMES = ("user", "app_url", "category", "unsubscribe_url", "product_name", "lang")
+# A subject is one line: runs of white space become one space, but for the no-break spaces Babel
+# keeps an amount and its currency together with (49,00\u00a0€).
+_BREAKS = re.compile(r"[^\S\u00a0\u202f\u2007]+")
 
 Prepare = Callable[[Any, dict, dict, float], Awaitable[dict]]
 
@@ -64,6 +67,8 @@ class EmailTemplate:
     data: Shape | Mapping[str, Field] | None = None
     urls: tuple[str, ...] = ()  # data fields that are absolute links (besides those named *_url)
     paths: tuple[str, ...] = ()  # data fields that are paths appended to app_url (besides *_path)
+    aliases: tuple[str, ...] = ()  # other names the API takes for it (the platform's: workshop_completed)
+    preference: str | None = None  # the notification_preferences key that switches it off (payment_emails)
 
     def __post_init__(self):
         fields = dict(self.data.fields if isinstance(self.data, Shape) else self.data or {})
@@ -206,58 +211,52 @@ def _as_list(result: Any) -> Iterable[Any]:
     return result if isinstance(result, (list, tuple)) else (result,)
 
 
-def format_money(amount: Any, currency: Any) -> str:
-    """`2000, "usd"` -> `$20.00`; zero-decimal currencies have no cents."""
-    code = str(currency or "").lower()
-    value = int(amount or 0)
-    text = f"{value:,}" if code in ZERO_DECIMAL else f"{value / 100:,.2f}"
-    symbol = SYMBOLS.get(code)
-    return f"{symbol}{text}" if symbol else f"{text} {code.upper()}".strip()
-
-
-def format_date(value: Any) -> str:
-    """Unix seconds or an ISO date -> `26 November 2026`."""
-    if value is None or value == "":
-        return ""
-    if isinstance(value, (int, float)):
-        when = datetime.datetime.fromtimestamp(float(value), datetime.timezone.utc)
-    else:
-        when = datetime.datetime.fromisoformat(str(value))
-    return f"{when.day} {when:%B %Y}"
-
-
 @dataclasses.dataclass(frozen=True)
 class Rendered:
     subject: str
     html: str
     text: str
+    locale: str = ""  # the language it is written in (`de`, `en`)
 
 
 class EmailRenderer:
-    """The Jinja2 environment over the templates' folders; one per app."""
+    """A Jinja2 environment per language over the templates' folders; one renderer per app."""
 
     def __init__(self, templates: Mapping[str, EmailTemplate], settings: Settings):
         self.templates = dict(templates)
         self.settings = settings
-        folders = [EMAIL_DIR] + sorted({t.directory for t in templates.values() if t.directory}, key=str)
-        self.env = jinja2.Environment(
+        self.default_locale = settings.email.default_locale
+        own = sorted({t.directory for t in templates.values() if t.directory}, key=str)
+        self.envs = {language: self._environment(language, own) for language in languages()}
+        for language, env in self.envs.items():
+            for template in self.templates.values():
+                for suffix in ("subject.txt", "html", "txt"):
+                    try:
+                        env.get_template(f"{template.name}.{suffix}")
+                    except jinja2.TemplateError as exc:
+                        raise TemplateError(f"email template {template.name}: {language}/{template.name}.{suffix}: "
+                                            f"{exc}") from exc
+
+    @staticmethod
+    def _environment(language: str, own: list[Path]) -> jinja2.Environment:
+        """The language's folder of each, then a plugin's own folder itself (its files serve every language)."""
+        folders = [EMAIL_DIR / language] + [d / language for d in own] + own
+        env = jinja2.Environment(
             loader=jinja2.FileSystemLoader([str(f) for f in folders]),
             autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
             auto_reload=False,  # templates are read once; no stat() per render
         )
-        self.env.filters.update(money=format_money, date=format_date)
-        for template in self.templates.values():
-            for suffix in ("subject.txt", "html", "txt"):
-                try:
-                    self.env.get_template(f"{template.name}.{suffix}")
-                except jinja2.TemplateError as exc:
-                    raise TemplateError(f"email template {template.name}: {template.name}.{suffix}: {exc}") from exc
+        env.filters.update(Formats(language).filters())
+        return env
 
     def context(self, template: EmailTemplate, data: Mapping[str, Any], *, recipient: Mapping[str, Any],
-                unsubscribe_url: str | None = None) -> dict[str, Any]:
+                unsubscribe_url: str | None = None, locale: str | None = None) -> dict[str, Any]:
+        """What the template sees: its data (declared optional fields None when absent; other keys as
+        given), the recipient, links, and `lang`: `locale` when given, else the recipient's
+        profile's `locale`, else EMAIL_DEFAULT_LOCALE."""
         values: dict[str, Any] = {key: None for key, field in template.data.fields.items() if not field.required}
-        values.update(data)
+        values.update((key, value) for key, value in data.items() if key not in CONTEXT_NAMES)
         for key, _ in template.link_problems(values, http=allows_http(self.settings)):
             values[key] = None  # never a link: queued before links were checked
         name = recipient.get("display_name") or recipient.get("full_name") or ""
@@ -265,14 +264,19 @@ class EmailRenderer:
             user={"name": name, "first_name": name.split()[0] if name.strip() else "", "email": recipient.get("email")},
             app_url=self.settings.public_url, category=template.category, unsubscribe_url=unsubscribe_url,
             product_name="Vibe Coding Bible",
+            lang=choose(locale, "") or choose(recipient.get("locale"), self.default_locale),
         )
         return values
 
     def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
-        """Subject (one line), HTML and text; raises jinja2.TemplateError on a template fault."""
-        subject = self.env.get_template(f"{name}.subject.txt").render(context)
+        """Subject (one line), HTML and text in the context's `lang`; raises jinja2.TemplateError on a
+        template fault."""
+        language = context.get("lang") if context.get("lang") in self.envs else self.default_locale
+        env = self.envs[language]
+        subject = env.get_template(f"{name}.subject.txt").render(context)
         return Rendered(
-            subject=" ".join(subject.split())[:250],
-            html=self.env.get_template(f"{name}.html").render(context),
-            text=self.env.get_template(f"{name}.txt").render(context),
+            subject=_BREAKS.sub(" ", subject).strip()[:250],
+            html=env.get_template(f"{name}.html").render(context),
+            text=env.get_template(f"{name}.txt").render(context),
+            locale=language,
         )

@@ -1,15 +1,16 @@
 """The email worker: claims queued messages, sends them with bounded concurrency, records results.
 
-Claiming marks rows `sending` with a lease (`claimed_at`) in one short transaction
-(`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several instances share the queue); a row whose
-lease expired (its process died mid-send) is claimed again. Results are written through a
+Claiming marks rows `sending` with a lease (`claimed_at`) in one short transaction (`FOR UPDATE
+SKIP LOCKED` on PostgreSQL, so several instances share the queue); a row whose lease expired
+(its process died mid-send) is claimed again; then the due ones by priority (`urgent` and
+`send_immediately` first) and, within one, the longest waiting. Results are written through a
 group committer, many per transaction. A transient failure is retried with exponential backoff
 and full jitter (never sooner than a `Retry-After`); a permanent one, or the
 EMAIL_MAX_ATTEMPTS-th failure, makes the message `dead`. Any other exception a send raises (a
-header that cannot be built, a bug) counts as an attempt too: retried, then `dead`, so no message
-stays `sending` to be claimed again at every lease. A recipient that is not one plain address is
-`dead` at once. The sender's circuit breaker stops claiming while the provider is down and lets
-one probe through after EMAIL_BREAKER_RESET_SECONDS.
+header that cannot be built, a bug) counts as an attempt too: retried, then `dead`, so no
+message stays `sending` to be claimed again at every lease. A recipient that is not one plain
+address is `dead` at once. The sender's circuit breaker stops claiming while the provider is
+down and lets one probe through after EMAIL_BREAKER_RESET_SECONDS.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from vibe.config import Settings
 from vibe.db.database import Database, DatabaseUnavailable, Transaction
 from vibe.db.groupcommit import GroupCommitter
 from vibe.email.queue import address_problem, record_event
+from vibe.email.recipients import ADMIN
 from vibe.email.senders import Outgoing, SendError
 from vibe.email.templates import EmailRenderer
 from vibe.email.unsubscribe import UnsubscribeLinks
@@ -129,7 +131,8 @@ class EmailWorker:
     async def claim(self, limit: int) -> list[dict[str, Any]]:
         now = time.time()
         async with self.db.transaction() as tx:
-            # Leases that expired (their process died mid-send) first; then what is due.
+            # Leases that expired (their process died mid-send) first; then what is due, the most
+            # urgent first (priority: 0 urgent ... 3 low; the index email_messages_due serves it).
             rows = await tx.fetchall(
                 f"SELECT {CLAIM_COLUMNS} FROM email_messages WHERE status = 'sending' AND claimed_at < %s "
                 "ORDER BY claimed_at LIMIT %s FOR UPDATE SKIP LOCKED",
@@ -138,7 +141,7 @@ class EmailWorker:
             if len(rows) < limit:
                 rows += await tx.fetchall(
                     f"SELECT {CLAIM_COLUMNS} FROM email_messages WHERE status IN ('queued', 'failed') "
-                    "AND next_attempt_at <= %s ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                    "AND next_attempt_at <= %s ORDER BY priority, next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
                     (now, limit - len(rows)),
                 )
             if not rows:
@@ -160,7 +163,8 @@ class EmailWorker:
         if not user_ids:
             return {}
         found = await tx.fetchall(
-            f"SELECT id, email, full_name, display_name FROM profiles WHERE id IN ({', '.join(['%s'] * len(user_ids))})",
+            "SELECT id, email, full_name, display_name, locale FROM profiles "
+            f"WHERE id IN ({', '.join(['%s'] * len(user_ids))})",
             tuple(user_ids),
         )
         return {r["id"]: r for r in found}
@@ -175,12 +179,14 @@ class EmailWorker:
         template = self.renderer.templates[row["type"]]
         unsubscribe = None
         headers: dict[str, str] = {}
-        if row["category"] != "transactional" and row["user_id"]:
+        if row["category"] != "transactional" and row["user_id"] not in (None, ADMIN):  # the admin: no link
             unsubscribe = self.links.url(row["user_id"], row["category"])
             headers = self.links.headers(row["user_id"], row["category"])
         context = self.renderer.context(template, json.loads(row["data"]), recipient=row["profile"],
                                         unsubscribe_url=unsubscribe)
         rendered = self.renderer.render(row["type"], context)
+        if rendered.locale:
+            headers = {**headers, "Content-Language": rendered.locale}
         return Outgoing(id=row["id"], message_id=row["message_id"], sender=self.settings.email.sender,
                         to=row["recipient"], subject=rendered.subject, html=rendered.html, text=rendered.text,
                         idempotency_key=f"vibe-email-{row['id']}", type=row["type"], headers=headers)

@@ -7,6 +7,9 @@ check, when it is not. In production (`VIBE_ENV=production`) the billing, identi
 variables are required, the Stripe key must be a live key and URLs must be https; elsewhere a
 missing variable is only noted. `python run.py check-config` prints the rows; `serve` refuses to
 start in production when any row is an error. Secrets show their kind and length only.
+
+CORS_ALLOWED_ORIGINS's row always says which browser origins may call the API, and is a warning
+(not an error) when production allows any origin (`*`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Mapping
 
 from vibe.config import VARIABLES, ConfigError, Settings
 from vibe.db.settings import pooler_warnings
+from vibe.web import cors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +60,25 @@ def check(env: Mapping[str, str]) -> list[Row]:
             var = next(v for v in VARIABLES if v.name == name)
             rows = [r for r in rows if r.name != name]
             rows.append(Row(name, "wrong", var.mask(env.get(name, "").strip()), message.strip()))
-    return _warn(rows, "DATABASE_URL", pooler_warnings(env))
+    return _cors(_warn(rows, "DATABASE_URL", pooler_warnings(env)), env, production)
+
+
+CORS = "CORS_ALLOWED_ORIGINS"
+
+
+def _cors(rows: list[Row], env: Mapping[str, str], production: bool) -> list[Row]:
+    """The CORS row's note: the origins allowed (the default's too); `*` in production warned about."""
+    var = next(v for v in VARIABLES if v.name == CORS)
+    try:
+        origins = var.read(env)
+    except ConfigError:
+        return rows  # its row says what is wrong
+    note = cors.describe(origins)
+    state = None
+    if production and "*" in origins:
+        state, note = "warning", (note + "; in production name the front end's origins "
+                                  "(CORS_ALLOWED_ORIGINS=https://app.example.com)")
+    return [dataclasses.replace(r, state=state or r.state, note=note) if r.name == CORS else r for r in rows]
 
 
 def _warn(rows: list[Row], name: str, warnings: list[str]) -> list[Row]:

@@ -1,8 +1,8 @@
 """`python run.py check-config [--json]`: the environment as a deployment sees it.
 
 A table of every variable that matters (set, missing, wrong, or optional and unset), secrets
-masked, and the state of the features several variables make (geographic restrictions); exit
-status 1 when any is missing or wrong.
+masked, and the state of the features several variables make (geographic restrictions, which
+browser origins may call); exit status 1 when any is missing or wrong.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rich.table import Table
 from vibe.config import markdown_table
 from vibe.ops.config_check import check
 from vibe.plugins.hookspecs import hookimpl
-from vibe.web import geo
+from vibe.web import cors, geo
 
 STYLE = {"set": "green", "unset": "dim", "missing": "red", "wrong": "red", "warning": "yellow"}
 
@@ -30,7 +30,8 @@ def cmd_check_config(args: argparse.Namespace, settings) -> int:
         return 0
     rows = check(os.environ)
     bad = [r for r in rows if r.error]
-    features = {"geographic restrictions": geo.state(settings)}
+    features = {"geographic restrictions": geo.state(settings),
+                "cross-origin requests (CORS)": cors.describe(settings.web.cors_allowed_origins)}
     if args.json:
         json.dump({"ok": not bad, "environment": os.environ.get("VIBE_ENV", "development") or "development",
                    "variables": [dataclasses.asdict(r) for r in rows], "features": features}, sys.stdout, indent=2)

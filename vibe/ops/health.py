@@ -8,6 +8,10 @@ A probe is `async probe(app) -> dict` with a `status` (`healthy`, `degraded`, `u
 whatever it wants to show; a `queues` mapping `{name: depth}` is exported to /metrics too. A
 probe may raise `DatabaseUnavailable` (the function is then `unhealthy`).
 
+A probe gives a time as Unix seconds under a key ending in `_at` (`last_error_at`); the answer
+shows every such time as ISO 8601 UTC (`vibe.web.times`), as `started_at` is. Durations stay
+numbers (`uptime_seconds`, `latency_ms`).
+
 The service is `unhealthy` (503) when the database is unreachable or a function is unhealthy,
 `degraded` when a function is degraded or a circuit breaker is open, `healthy` otherwise.
 """
@@ -27,6 +31,7 @@ from vibe.db.database import DatabaseUnavailable
 from vibe.keys import DB, STARTED_AT
 from vibe.ops.keys import BREAKERS, CACHES, HEALTH_PROBES
 from vibe.web.errors import ApiError
+from vibe.web.times import iso
 
 Probe = Callable[[web.Application], Awaitable[dict[str, Any]]]
 STATUSES = ("healthy", "degraded", "unhealthy")
@@ -67,10 +72,20 @@ def cache_ratios(app: web.Application) -> dict[str, dict]:
 DATABASE_DOWN = "database unavailable: "
 
 
+def iso_times(value: Any) -> Any:
+    """`value` with every number under a key ending in `_at`, at any depth, as ISO 8601 UTC."""
+    if isinstance(value, dict):
+        return {k: iso(v) if k.endswith("_at") and isinstance(v, (int, float)) and not isinstance(v, bool)
+                else iso_times(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [iso_times(v) for v in value]
+    return value
+
+
 async def run_probe(app: web.Application, function: str, probe: Probe) -> dict[str, Any]:
     start = time.perf_counter()
     try:
-        result = dict(await probe(app))
+        result = iso_times(dict(await probe(app)))
     except DatabaseUnavailable as exc:
         result = {"status": "unhealthy", "error": f"{DATABASE_DOWN}{exc}"}
     result.setdefault("status", "healthy")
@@ -83,7 +98,7 @@ async def snapshot(app: web.Application) -> dict[str, Any]:
     db = app[DB]
     body: dict[str, Any] = {
         "status": "healthy", "version": __version__, "process": os.getpid(),
-        "uptime_seconds": round(time.time() - app[STARTED_AT], 1),
+        "started_at": iso(int(app[STARTED_AT])), "uptime_seconds": round(time.time() - app[STARTED_AT], 1),
         "database": {"dialect": db.dialect, "reachable": True}, "pool": db.pool_state(),
     }
     try:

@@ -6,6 +6,7 @@ JSON. Roles were checked by the router before this code runs.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -17,8 +18,15 @@ from vibe.db.database import DatabaseUnavailable
 from vibe.keys import DB, PLUGINS, SETTINGS
 from vibe.plugins.context import DomainContext
 from vibe.users.cache_sync import evict_user
-from vibe.users.sessions import Session, load_profile, normalise
+from vibe.users.sessions import (
+    NOTIFICATION_KEYS,
+    Session,
+    load_profile,
+    normalise,
+    public_profile,
+)
 from vibe.web.errors import ApiError
+from vibe.web.times import all_iso
 from vibe.web.validation import Field, Problems, Shape, invalid
 
 log = logging.getLogger(__name__)
@@ -36,19 +44,24 @@ REFUSED = {name: "may not be changed with update_profile" for name in (
     "id", "email", "role", "tier", "subscription_status", "current_period_end", "cancel_at_period_end",
     "stripe_customer_id", "stripe_subscription_id", "referral_code", "referred_by", "needs_review",
     "created_at", "updated_at")}
+# The platform's per-kind mail switches (sessions.NOTIFICATION_KEYS): false means no such mail.
+PREFERENCES = Field("object", shape=Shape({key: Field("bool") for key in NOTIFICATION_KEYS},
+                                          unknown=f"is not a notification preference ({', '.join(NOTIFICATION_KEYS)})"),
+                    description="kinds of mail to switch off (false) or on (true); merged with what is stored")
+PERIOD_END = Field("time", nullable=True, minimum=0, maximum=2**40)
 SUBSCRIPTION_TIERS = ("free", "starter", "pro", "expert", "admin")
 SUBSCRIPTION_STATUSES = ("active", "trialing", "past_due", "canceled", "unpaid", "incomplete")
 SUBSCRIPTION = {
     "user_id": Field("str", required=True, max_length=128),
     "tier": Field("str", required=True, choices=SUBSCRIPTION_TIERS),
     "status": Field("str", nullable=True, choices=SUBSCRIPTION_STATUSES),
-    "current_period_end": Field("int", nullable=True, minimum=0, maximum=2**40),
+    "current_period_end": PERIOD_END,
     "reason": Field("str", required=True, max_length=500, pattern=r"\S.*"),
 }
 # The `data` of each action (vibe.users.service.ACTIONS pairs them with their action).
 CREATE = Shape({**{k: v for k, v in EDITABLE.items() if k != "full_name"},
                 "referral_code": Field("str", nullable=True, max_length=64)})
-UPDATE = Shape(EDITABLE, refused=REFUSED, at_least_one=True)
+UPDATE = Shape({**EDITABLE, "notification_preferences": PREFERENCES}, refused=REFUSED, at_least_one=True)
 CHANGE_SUBSCRIPTION = Shape(SUBSCRIPTION)
 READ = Shape({"user_id": Field("str", max_length=128, description="whose profile (default: the caller's; "
                                                                   "required for the service role)")})
@@ -66,7 +79,7 @@ async def create_profile(app: web.Application, session: Session, data: Any) -> d
     async with app[DB].transaction() as tx:
         existing = await billing.get_profile(tx, user_id)
         if existing is not None:
-            return {"created": False, "profile": normalise(existing)}
+            return {"created": False, "profile": public_profile(normalise(existing))}
         referrer = None
         if code:
             referrer = await tx.fetchval("SELECT id FROM profiles WHERE referral_code = %s", (code.upper(),))
@@ -88,7 +101,7 @@ async def create_profile(app: web.Application, session: Session, data: Any) -> d
         if rows:
             await ctx.announce("user_created", user=UserRecord.from_row(profile))
     evict_user(app, user_id)
-    return {"created": bool(rows), "profile": profile}
+    return {"created": bool(rows), "profile": public_profile(profile)}
 
 
 async def update_profile(app: web.Application, session: Session, data: Any) -> dict[str, Any]:
@@ -99,11 +112,15 @@ async def update_profile(app: web.Application, session: Session, data: Any) -> d
         if profile is None:
             raise ApiError(404, "profile_not_found", "Create the profile first (action create_profile).")
         current = normalise(profile)
+        switches = clean.pop("notification_preferences", None)
         changed = {k: v for k, v in clean.items() if current[k] != v}
+        stored = json.loads(profile["notification_preferences"] or "{}")
+        if switches is not None and {**stored, **switches} != stored:  # merged with what is stored
+            changed["notification_preferences"] = json.dumps({**stored, **switches}, sort_keys=True)
         await billing.update_profile(_context(app, tx), user_id, changed)
         profile = normalise(await billing.get_profile(tx, user_id))
     evict_user(app, user_id)
-    return {"updated": sorted(changed), "profile": profile}
+    return {"updated": sorted(changed), "profile": public_profile(profile)}
 
 
 async def apply_subscription(ctx: DomainContext, actor: str, change: dict[str, Any]) -> dict[str, Any] | None:
@@ -114,8 +131,9 @@ async def apply_subscription(ctx: DomainContext, actor: str, change: dict[str, A
         return None
     status = change.get("status", profile["subscription_status"] if change["tier"] == profile["tier"] else None)
     fields = {"tier": change["tier"], "subscription_status": status}
-    if "current_period_end" in change:
-        fields["current_period_end"] = change["current_period_end"]
+    if "current_period_end" in change:  # whole seconds (an ISO time may have a fraction)
+        end = change["current_period_end"]
+        fields["current_period_end"] = None if end is None else int(end)
     changed = {k: v for k, v in fields.items() if profile[k] != v}
     await ctx.tx.execute(
         "INSERT INTO subscription_audit (user_id, actor, old_tier, new_tier, old_status, new_status, reason, "
@@ -159,14 +177,17 @@ async def get_profile(app: web.Application, session: Session, data: Any, overvie
         await load_profile(app, target)
     if profile is None:
         raise ApiError(404, "profile_not_found", f"No profile for the user {target!r}.")
-    return {"profile": profile, **await overview(target)}
+    found = await overview(target)  # cached as it is; its times become ISO 8601 here
+    return {"profile": public_profile(profile), **found,
+            "progress": all_iso(found["progress"], "completed_at", "updated_at"),
+            "achievements": all_iso(found["achievements"], "unlocked_at")}
 
 
 BULK_MAX = 1000
 BULK_ITEM = {**EDITABLE, "user_id": Field("str", required=True, max_length=128),
              "tier": Field("str", choices=SUBSCRIPTION_TIERS),
              "status": Field("str", nullable=True, choices=SUBSCRIPTION_STATUSES),
-             "current_period_end": Field("int", nullable=True, minimum=0, maximum=2**40),
+             "current_period_end": PERIOD_END,
              "needs_review": Field("bool"), "reason": Field("str", max_length=500, pattern=r"\S.*")}
 BULK_ITEM_SHAPE = Shape(BULK_ITEM, description="a subscription change (tier, status, current_period_end) "
                                                "needs tier and reason; each item is applied or refused alone")

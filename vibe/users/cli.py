@@ -17,6 +17,7 @@ import jwt
 from vibe.cli import CommandError, open_database, print_json
 from vibe.config import JWT_SECRET_FILE, Settings, ensure_jwt_secret
 from vibe.plugins.hookspecs import hookimpl
+from vibe.users.sessions import preferences
 
 BOOLEANS = ("marketing_consent", "cancel_at_period_end", "needs_review")
 
@@ -27,6 +28,7 @@ async def user_billing(db, user_id: str) -> dict | None:
         return None
     for key in BOOLEANS:
         profile[key] = bool(profile[key])
+    profile["notification_preferences"] = preferences(profile.get("notification_preferences"))
     profile["payments"] = await db.fetchall(
         "SELECT id, status, kind, amount, amount_refunded, amount_lost, currency, invoice_id, payment_intent_id, "
         "charge_id, checkout_session_id, subscription_id, failure_message, created FROM payments "

@@ -22,6 +22,7 @@ from vibe.users.access import Catalogue
 from vibe.users.domain import Achievement, CompletedItem
 from vibe.users.keys import QUERY_CACHE
 from vibe.web.errors import ApiError
+from vibe.web.times import all_iso
 from vibe.web.validation import Field, Problems, Shape
 
 MAX_ITEMS = 500
@@ -36,8 +37,8 @@ ITEM = Shape({
     "resource_id": Field("str", required=True, max_length=64),
     "status": Field("str", required=True, choices=STATUSES),
     "progress": Field("number", minimum=0, maximum=100),
-    "completed_at": Field("number", nullable=True, minimum=0,
-                          description=f"Unix seconds, at most {FUTURE_LEEWAY} s in the future"),
+    "completed_at": Field("time", nullable=True, minimum=0,
+                          description=f"ISO 8601 or Unix seconds, at most {FUTURE_LEEWAY} s in the future"),
 })
 SYNC = Shape({"items": Field("list", required=True, min_length=1, max_length=MAX_ITEMS, items=ITEM)})
 
@@ -117,7 +118,7 @@ async def sync(app: web.Application, user_id: str, data: Any, cat: Catalogue) ->
     app[QUERY_CACHE].invalidate_key(overview_key(user_id))
     return {"received": len(items), "changed": len(changed), "unchanged": len(items) - len(changed),
             "completed_workshops": [c["resource_id"] for c in completed_workshops],
-            "achievements": [a.as_dict() for a in unlocked]}
+            "achievements": all_iso([a.as_dict() for a in unlocked], "unlocked_at")}
 
 
 def _num(value: Any) -> Any:

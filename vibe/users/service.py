@@ -26,6 +26,7 @@ from vibe.users.caches import ContentCache, DatabaseQueryCache, UserSessionCache
 from vibe.users.keys import CONTENT_CACHE, QUERY_CACHE, USER_SESSION_CACHE
 from vibe.users.sessions import Session, session_of
 from vibe.web import ratelimit
+from vibe.web.auth import sign_in_error
 from vibe.web.errors import ApiError
 from vibe.web.json_body import load_json
 from vibe.web.keys import LOAD_MONITOR
@@ -105,7 +106,7 @@ async def user_management(request: web.Request) -> web.Response:
     session = await session_of(request)
     role = session.principal.role
     if role == "anonymous":
-        raise ApiError(401, "unauthorized", "A bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
+        raise sign_in_error(request)  # 401: sign in (the anon key), or send a token
     if role not in route.roles:
         raise ApiError(403, "forbidden", f"The action {body['action']} needs the role {' or '.join(route.roles)}.")
     data = body.get("data", {})

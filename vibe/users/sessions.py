@@ -10,6 +10,7 @@ is stored on the request, so `vibe.auth.principal_of` and `require` see the same
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from typing import Any
 
@@ -19,8 +20,13 @@ from vibe.keys import DB
 from vibe.users.keys import SESSION, USER_SESSION_CACHE
 from vibe.web.auth import ANONYMOUS, AuthError, Principal, bearer_token
 from vibe.web.keys import PRINCIPAL, TOKEN_VERIFIER
+from vibe.web.times import with_iso
 
 BOOLEAN_COLUMNS = ("marketing_consent", "cancel_at_period_end", "needs_review")
+# The platform's per-kind mail switches (`profiles.notification_preferences`, docs/users.md); an
+# email template names the one that switches it off (its `preference`, vibe/email/recipients.py).
+NOTIFICATION_KEYS = ("welcome_emails", "payment_emails", "achievement_emails", "billing_emails",
+                     "progress_emails", "referral_emails")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,14 +45,32 @@ class Session:
 
 
 def normalise(row: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A profiles row as JSON wants it (SQLite gives 0/1 for booleans)."""
+    """A profiles row as JSON wants it (SQLite gives 0/1 for booleans; the stored
+    notification_preferences text is every key with its value, true unless set to false)."""
     if row is None:
         return None
     row = dict(row)
     for key in BOOLEAN_COLUMNS:
         if key in row:
             row[key] = bool(row[key])
+    if "notification_preferences" in row:
+        row["notification_preferences"] = preferences(row["notification_preferences"])
     return row
+
+
+def preferences(stored: Any) -> dict[str, bool]:
+    """The stored notification_preferences (JSON text of the keys set) as every key with its
+    value: true unless set to false."""
+    chosen = stored if isinstance(stored, dict) else json.loads(stored) if stored else {}
+    return {key: chosen.get(key) is not False for key in NOTIFICATION_KEYS}
+
+
+PROFILE_TIMES = ("created_at", "updated_at", "current_period_end")
+
+
+def public_profile(profile: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A (normalised) profile as an HTTP answer gives it: its times as ISO 8601 (vibe.web.times)."""
+    return None if profile is None else with_iso(profile, *PROFILE_TIMES)
 
 
 async def load_profile(app: web.Application, user_id: str) -> dict[str, Any] | None:

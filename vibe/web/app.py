@@ -21,7 +21,7 @@ from vibe.ops import health
 from vibe.ops import service as operations
 from vibe.plugins.host import PluginManager, build_plugin_manager
 from vibe.users import service as users
-from vibe.web import geo
+from vibe.web import cors, geo
 from vibe.web.auth import JwksCache, TokenVerifier
 from vibe.web.keys import TOKEN_VERIFIER
 from vibe.web.middlewares import error_middleware, request_id_middleware
@@ -63,9 +63,11 @@ def create_app(settings: Settings, *, pm: PluginManager | None = None) -> web.Ap
     """Build the application. Start-up errors (plugins, handlers) raise here, before serving."""
     pm = pm or build_plugin_manager(settings)
     app = web.Application(
+        # CORS preflights (issue 13) are answered first, before anything counts or looks them up.
         # Geographic restrictions (issue 19) answer 451 before the rate limiter authenticates
         # anyone or asks the database; not installed when the feature is off.
-        middlewares=[request_id_middleware, *geo.middlewares(settings), ratelimit_middleware, error_middleware],
+        middlewares=[request_id_middleware, cors.cors_middleware, *geo.middlewares(settings), ratelimit_middleware,
+                     error_middleware],
         client_max_size=webhooks.MAX_BODY,
         # Connection limits (issue 7, docs/reliability.md): a connection idle (or dripping its
         # request line and headers) longer than the keep-alive is closed; request line and
@@ -81,6 +83,7 @@ def create_app(settings: Settings, *, pm: PluginManager | None = None) -> web.Ap
     app[SHUTDOWN] = Shutdown(settings.web.shutdown_grace_seconds)
     app.cleanup_ctx.append(http_ctx)
     app.cleanup_ctx.append(database_ctx)
+    cors.setup(app)
     health.setup_routes(app)
     billing.setup(app)
     users.setup(app)

@@ -13,12 +13,21 @@ Claims: `exp` is required; `exp`, `nbf` and `iat` get JWT_LEEWAY_SECONDS of leew
 (`role: authenticated`) must have `aud: authenticated`, a `sub`, and, when JWT_ISSUER is set,
 that issuer. `role: service_role` tokens (SUPABASE_SERVICE_ROLE_KEY) carry no aud or sub, and
 Supabase gives them the issuer `supabase` whatever the project's: JWT_ISSUER does not apply.
+
+The anon key: what supabase-js sends when nobody is signed in (`Authorization: Bearer <anon
+key>` and `apikey: <anon key>`) is an anonymous caller, not a broken user token. That is a bearer
+token equal to SUPABASE_ANON_KEY (compared in constant time; a JWT with `role: anon` or an opaque
+`sb_publishable_…` key), any valid JWT with `role: anon`, and an `apikey` header without
+`Authorization`. An `sb_publishable_…` token that is not the configured key is refused (401).
+`require` answers an anonymous caller 401: `sign_in_required` when it sent the anon key,
+`unauthorized` when it sent nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import logging
 import time
 from typing import Any, Mapping
@@ -32,6 +41,7 @@ log = logging.getLogger(__name__)
 
 ASYMMETRIC = {"ES256": "EC", "RS256": "RSA", "EdDSA": "OKP"}
 HMAC = ("HS256",)
+PUBLISHABLE = "sb_publishable_"  # Supabase's opaque anon keys
 
 
 class AuthError(Exception):
@@ -129,9 +139,14 @@ class TokenVerifier:
         self.secret = settings.web.supabase_jwt_secret
         self.issuer = settings.web.jwt_issuer or None
         self.leeway = settings.web.jwt_leeway_seconds
+        self.anon_key = settings.web.supabase_anon_key.encode()
         self.jwks = jwks
 
     async def verify(self, token: str) -> Principal:
+        if self.anon_key and hmac.compare_digest(token.encode(), self.anon_key):
+            return ANONYMOUS
+        if token.startswith(PUBLISHABLE):
+            raise AuthError("invalid_token", "This publishable key is not the project's anon key (SUPABASE_ANON_KEY).")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -207,7 +222,8 @@ def bearer_token(header: str | None) -> str | None:
 
 
 async def principal_of(request) -> Principal:
-    """The request's verified caller (ANONYMOUS without a token); 401 for a bad token."""
+    """The request's verified caller (ANONYMOUS without a token, with only an `apikey` header, or
+    with the anon key); 401 for a bad token."""
     from vibe.web.errors import ApiError
     from vibe.web.keys import PRINCIPAL, TOKEN_VERIFIER
 
@@ -223,13 +239,25 @@ async def principal_of(request) -> Principal:
     return principal
 
 
+def sign_in_error(request):
+    """The 401 for an anonymous caller: `sign_in_required` when it sent the anon key (a browser
+    nobody is signed in to), `unauthorized` when it sent no token at all."""
+    from vibe.web.errors import ApiError
+
+    if request.headers.get("Authorization") or request.headers.get("apikey"):
+        return ApiError(401, "sign_in_required", "Sign in: this needs a signed-in user's access token, not the "
+                        "anon key.", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return ApiError(401, "unauthorized", "A bearer token is required: send 'Authorization: Bearer <access token>'.",
+                    headers={"WWW-Authenticate": "Bearer"})
+
+
 async def require(request, *roles: str) -> Principal:
     """The caller, who must have one of `roles` (`user`, `admin`, `service`): else 401 or 403."""
     from vibe.web.errors import ApiError
 
     principal = await principal_of(request)
     if principal.role == "anonymous":
-        raise ApiError(401, "unauthorized", "A bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
+        raise sign_in_error(request)
     if roles and principal.role not in roles:
         raise ApiError(403, "forbidden", f"This needs the role {' or '.join(roles)}.")
     return principal

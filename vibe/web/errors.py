@@ -1,4 +1,8 @@
-"""API errors: every error response is `{"error": {"code", "message", "request_id", ...}}`."""
+"""API errors: every error response is `{"error": {"code", "message", "request_id", ...}, "message"}`.
+
+`error` is vibe's own shape; the top-level `message` (the same text as `error.message`) is what
+the Edge Functions' callers read (they answered `{"error": "<short>", "message": "<detail>"}`).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ def error_response(status: int, code: str, message: str, request_id: str | None,
     body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
     if details is not None:
         body["details"] = details
-    return web.json_response({"error": body}, status=status, headers=headers)
+    return web.json_response({"error": body, "message": message}, status=status, headers=headers)
 
 
 # Codes for aiohttp's own HTTP exceptions (routing, body size, methods).

@@ -4,7 +4,10 @@ Operations are described in `OPERATIONS` (method, path template) -> operation. T
 built from the router itself, so a route nobody described (one a plugin added) still appears,
 with a generic operation; `tests/test_openapi.py` walks the router and fails when a built-in
 route has no description or a description has no route. Every operation answers errors in the
-house format (`default` response: `Error`).
+house format (`default` response: `Error`: `{"error": {"code", "message", "request_id"}, "message"}`,
+the top-level `message` for the Edge Functions' callers). Times in answers are ISO 8601 UTC
+strings (`vibe.web.times.SCHEMA`). Every route also answers a CORS preflight (`OPTIONS`,
+vibe/web/cors.py), which is not listed as an operation.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from vibe.analytics import segment
 from vibe.analytics.queries import ROLLUPS
 from vibe.db.database import DatabaseUnavailable
 from vibe.email import api as email_api
+from vibe.email import intake as email_intake
 from vibe.email.keys import EMAIL_RENDERER
 from vibe.users.service import ACTIONS, vocabulary
 from vibe.ops.keys import HEALTH_PROBES
+from vibe.web import times
 
 JSON = "application/json"
 
@@ -35,25 +40,35 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
-    "type": "object", "required": ["code", "message"],
-    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                   "request_id": {"type": ["string", "null"]}, "details": {}}}}}
+ERROR = {"type": "object", "required": ["error", "message"], "properties": {
+    "error": {"type": "object", "required": ["code", "message"],
+              "properties": {"code": {"type": "string", "description": "stable, for programs"},
+                             "message": {"type": "string", "description": "for people"},
+                             "request_id": {"type": ["string", "null"]}, "details": {}}},
+    "message": {"type": "string", "description": "the same as error.message (the Edge Functions' shape)"}}}
 HEALTH = {"type": "object", "required": ["status", "version"], "properties": {
     "status": {"enum": ["healthy", "degraded", "unhealthy"]}, "version": {"type": "string"},
-    "uptime_seconds": {"type": "number"}, "database": {"type": "object"}, "pool": {"type": "object"},
-    "functions": {"type": "object"}, "queues": {"type": "object", "additionalProperties": {"type": "integer"}},
+    "started_at": times.SCHEMA, "uptime_seconds": {"type": "number"}, "database": {"type": "object"},
+    "pool": {"type": "object"},
+    "functions": {"type": "object", "description": "each function's probe; its times (keys ending in `_at`) "
+                  "are ISO 8601 UTC"}, "queues": {"type": "object", "additionalProperties": {"type": "integer"}},
     "caches": {"type": "object"}, "circuit_breakers": {"type": "object"}}}
 FUNCTION_HEALTH = {"type": "object", "required": ["function", "status"], "properties": {
     "function": {"type": "string"}, "status": {"enum": ["healthy", "degraded", "unhealthy"]},
-    "latency_ms": {"type": "number"}}}
+    "latency_ms": {"type": "number"}},
+    "description": "what the function's probe reports; its times (keys ending in `_at`) are ISO 8601 UTC"}
 
 BEARER = [{"bearer": []}]
 COMPONENTS = {
     "schemas": {"Error": ERROR, "Health": HEALTH, "FunctionHealth": FUNCTION_HEALTH},
     "securitySchemes": {
         "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                   "description": "A Supabase access token (user or admin) or the service role key."},
+                   "description": "A Supabase access token (user or admin), the service role key, or the project's "
+                                  "anon key (SUPABASE_ANON_KEY, or a JWT with role anon): the anon key is an "
+                                  "anonymous caller, which routes that need a user answer 401 sign_in_required."},
+        "anonKey": {"type": "apiKey", "in": "header", "name": "apikey",
+                    "description": "The anon key, as supabase-js sends it beside Authorization: an anonymous "
+                                   "caller on its own."},
         "dashboardPassword": {"type": "http", "scheme": "basic", "description": "DASHBOARD_PASSWORD, any user name."},
         "stripeSignature": {"type": "apiKey", "in": "header", "name": "Stripe-Signature"},
     },
@@ -100,46 +115,110 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         body={"type": "object", "required": ["id", "type"], "properties": {
             "id": {"type": "string"}, "type": {"type": "string"}, "data": {"type": "object"}}},
         security=[{"stripeSignature": []}]),
-    ("post", "/functions/v1/user-management"): op(
+    # (the platform's monitor probes `OPTIONS /functions/v1/stripe-webhook`: a CORS preflight, see the docstring)
+    ("post", "/functions/v1/user-management"): {**op(
         "User management action", "users", _json({"type": "object"}),
         body={}, security=BEARER),  # the bodies: action_bodies(), from the action registry
+        "description": "Every action needs a token: no token is 401 `unauthorized`, the anon key (nobody signed "
+                       "in) 401 `sign_in_required`."},
 }
 
-# -- analytics (issue 4)
+# -- analytics (issue 4; the original function's reports and ISO 8601 times: issue 13)
 A = "/functions/v1/analytics-tracking"
 OBJ = _json({"type": "object"})
-TIME = {"type": "string", "description": "Unix seconds or ISO 8601"}
+TIME = times.INPUT_SCHEMA
+T, INT, NUM, STR, BOOL = times.SCHEMA, {"type": "integer"}, {"type": "number"}, {"type": "string"}, {"type": "boolean"}
+NSTR = {"type": ["string", "null"]}
 
 
 def query(name: str, schema: dict, description: str = "", required: bool = False) -> dict:
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
 
+def obj(properties: dict, *optional: str) -> dict:
+    """An object with these properties, all required but `optional`."""
+    return {"type": "object", "properties": properties, "required": [k for k in properties if k not in optional]}
+
+
+def items(schema: dict) -> dict:
+    return {"type": "array", "items": schema}
+
+
 RANGE = [query("from", TIME, "start (default: 30 days before `to`)"), query("to", TIME, "end (default: now)")]
+SPAN = {"from": T, "to": T}
 USER = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+TIME_RANGE = {"type": "string", "pattern": "^[1-9][0-9]{0,3}[hd]$",
+              "description": "hours or days back from now: 24h, 7d, 30d, 90d (at most 720h or 366d)"}
+USER_ID = {"type": "string", "pattern": r"^[\x21-\x7e]{1,128}$"}
 EVENT = {"type": "object", "properties": {"event": {"type": "string"}, "user_id": {"type": ["string", "null"]},
                                           "anonymous_id": {"type": ["string", "null"]},
                                           "properties": {"type": "object"}, "timestamp": {}}}
+STORED = obj({"message_id": STR, "event": STR, "endpoint": STR, "timestamp": T, "received_at": T, "user_id": NSTR,
+              "anonymous_id": NSTR, "session_id": NSTR, "properties": {"type": "object"},
+              "context": {"type": "object"}, "is_bot": BOOL})
+TRACKED = obj({"success": {"const": True, "description": "the original function's answer"}, "accepted": INT,
+               "duplicate": INT, "rejected": INT, "results": items(obj(
+                   {"index": INT, "status": {"enum": ["accepted", "duplicate", "rejected"]}, "message_id": STR,
+                    "field": STR, "message": STR}, "message_id", "field", "message"))})
+ANSWERS = {
+    "metrics": obj({"name": STR, "interval": {"enum": ["hour", "day"]},
+                    "series": items(obj({"start": T, "count": INT, "users": INT}))}),
+    "business": {**obj(SPAN), "description": "revenue, MRR, subscribers, conversion (docs/analytics.md)"},
+    "funnel": obj({**SPAN, "steps": items(obj({"step": STR, "users": INT}))}),
+    "aggregates": obj({"kind": STR, **SPAN, "rows": items({"type": "object", "properties": {"day": T}})}),
+    "journey": obj({"user_id": STR, "truncated": BOOL,
+                    "sessions": items(obj({"start": T, "end": T, "events": items(STORED)}))}),
+    "dashboard": obj({"data": obj({
+        "overview": obj({"total_users": INT, "active_users": INT, "page_views": INT, "workshop_completions": INT}),
+        "revenue": obj({"total_revenue": {**INT, "description": "net of refunds, smallest unit of `currency`"},
+                        "currency": NSTR, "by_currency": items(obj({"currency": STR, "amount": INT})),
+                        "subscription_conversions": INT}),
+        "user_engagement": items(obj({"date": T, "active_users": INT, "events": INT, "page_views": INT,
+                                      "workshop_completions": INT}))}), **SPAN, "user_id": NSTR}),
+    "user-insights": obj({"data": obj({
+        "profile": {"type": ["object", "null"], "properties": {"id": STR, "created_at": T, "updated_at": T,
+                                                               "current_period_end": {"type": ["string", "null"]}}},
+        "activity_summary": obj({"total_sessions": INT, "total_page_views": INT, "workshops_completed": INT,
+                                 "achievements_earned": INT}),
+        "recent_activity": items(obj({"action": NSTR, "resource_type": NSTR, "resource_id": NSTR,
+                                      "timestamp": T}))})}),
+    "business-metrics": obj({"data": items(obj({"metric_type": STR, "value": NUM, "dimensions": {"type": "object"},
+                                                "timestamp": T})), **SPAN}),
+}
 OPERATIONS.update({
-    ("get", A + "/metrics"): op("Event counts over time", "analytics", OBJ, security=BEARER, params=[
-        query("name", {"type": "string"}, "event name (default: every event)"),
-        query("interval", {"enum": ["hour", "day"]}), *RANGE]),
-    ("get", A + "/business"): op("Business figures (revenue, subscriptions)", "analytics", OBJ,
+    ("get", A + "/metrics"): op("Event counts over time", "analytics", _json(ANSWERS["metrics"]), security=BEARER,
+                                params=[query("name", {"type": "string"}, "event name (default: every event)"),
+                                        query("interval", {"enum": ["hour", "day"]}), *RANGE]),
+    ("get", A + "/business"): op("Business figures (revenue, subscriptions)", "analytics", _json(ANSWERS["business"]),
                                  security=BEARER, params=RANGE),
-    ("get", A + "/funnel"): op("Conversion through a sequence of events", "analytics", OBJ, security=BEARER, params=[
+    ("get", A + "/funnel"): op("Conversion through a sequence of events", "analytics", _json(ANSWERS["funnel"]),
+                               security=BEARER, params=[
         query("steps", {"type": "string", "pattern": r"^[\w.:-]{1,100}(,[\w.:-]{1,100}){1,9}$"},
               "2 to 10 event names, comma-separated (any event names are taken; the pattern shows the usual ones)",
               required=True), *RANGE]),
-    ("get", A + "/aggregates/{kind}"): op("A daily rollup", "analytics", OBJ, security=BEARER, params=[
+    ("get", A + "/aggregates/{kind}"): op("A daily rollup", "analytics", _json(ANSWERS["aggregates"]),
+                                          security=BEARER, params=[
         {**path_param("kind", "the rollup"), "schema": {"enum": sorted(ROLLUPS)}}, *RANGE]),
-    ("get", A + "/journey/{user_id}"): op("One user's events in order", "analytics", OBJ, security=BEARER, params=[
+    ("get", A + "/journey/{user_id}"): op("One user's events in order", "analytics", _json(ANSWERS["journey"]),
+                                          security=BEARER, params=[
         USER, *RANGE, query("limit", {"type": "integer", "minimum": 1, "maximum": 10000})]),
-    ("get", A + "/users/{user_id}/events"): op("Export a user's events (NDJSON)", "analytics", {
+    ("get", A + "/users/{user_id}/events"): op("Export a user's events (NDJSON; times ISO 8601)", "analytics", {
         "description": "one event a line", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
         security=BEARER, params=[USER]),
     ("delete", A + "/users/{user_id}"): op("Erase a user's analytics", "analytics", OBJ, security=BEARER,
                                            params=[USER]),
-    ("post", A + "/{endpoint}"): op("Track one event or a batch", "analytics", OBJ, security=BEARER, params=[
+    ("get", A + "/dashboard"): op("The original function's dashboard (admins, the service)", "analytics",
+                                  _json(ANSWERS["dashboard"]), security=BEARER, params=[
+        query("timeRange", TIME_RANGE, "default 7d"), query("userId", USER_ID, "one user's figures")]),
+    ("get", A + "/user-insights"): op("The original function's user insights (a user: their own)", "analytics",
+                                      _json(ANSWERS["user-insights"]), security=BEARER, params=[
+        query("userId", USER_ID, "default: the signed-in caller")]),
+    ("get", A + "/business-metrics"): op("The original function's business metrics, per day", "analytics",
+                                         _json(ANSWERS["business-metrics"]), security=BEARER, params=[
+        query("timeRange", TIME_RANGE, "default 30d"),
+        query("metricType", {"type": "string", "minLength": 1, "maxLength": 100}, "one metric")]),
+    ("post", A + "/{endpoint}"): op("Track one event or a batch (vibe's or the original function's fields)",
+                                    "analytics", _json(TRACKED), security=BEARER, params=[
         {**path_param("endpoint", "an endpoint a plugin registered"), "schema": {"type": "string"}}],
         body={"oneOf": [EVENT, {"type": "object", "required": ["batch"],
                                 "properties": {"batch": {"type": "array", "items": EVENT}}}]}),
@@ -158,20 +237,40 @@ E = "/functions/v1/email-notifications"
 PAGE = {"description": "the page (for a browser) or JSON", "content": {
     "text/html": {"schema": {"type": "string"}}, JSON: {"schema": {"type": "object"}}}}
 TOKEN = [query("token", {"type": "string"}, "the signed token from the email's link", required=True)]
+_TEXT_OR_NULL = {"type": ["string", "null"]}
+_TIME_OR_NULL = {**times.SCHEMA, "type": ["string", "null"]}
+EMAIL_QUEUED = {"type": "object", "required": ["success", "message", "priority", "id", "status"], "properties": {
+    "success": {"const": True}, "message": {"type": "string", "description": "\"Email queued for processing\", "
+                                            "or \"Email not sent: <reason>\" when suppressed"},
+    "priority": {"enum": list(email_intake.PRIORITIES)}, "id": {"type": "integer"},
+    "status": {"type": "string"}, "type": {"type": "string", "description": "the template's own name"},
+    "user_id": {"type": "string"}, "idempotency_key": {"type": "string"}, "duplicate": {"type": "boolean"},
+    "reason": {"type": "string", "description": "why a suppressed message is not sent"}}}
+EMAIL_STATUS = {"type": "object", "properties": {
+    "id": {"type": "integer"}, "type": {"type": "string"}, "category": {"type": "string"},
+    "status": {"type": "string"}, "priority": {"enum": list(email_intake.PRIORITIES)},
+    "user_id": _TEXT_OR_NULL, "recipient": {"type": "string"}, "idempotency_key": {"type": "string"},
+    "message_id": {"type": "string"}, "provider_id": _TEXT_OR_NULL, "attempts": {"type": "integer"},
+    "last_error": _TEXT_OR_NULL, "next_attempt_at": _TIME_OR_NULL, "created_at": times.SCHEMA,
+    "updated_at": times.SCHEMA, "sent_at": _TIME_OR_NULL, "data": {"type": "object"},
+    "history": {"type": "array", "items": {"type": "object", "properties": {
+        "status": {"type": "string"}, "detail": _TEXT_OR_NULL, "at": times.SCHEMA}}}}}
 OPERATIONS.update({
-    ("post", E): op("Queue an email (stored before 2xx; 200 when suppressed, 202 when queued)", "email",
-                    OBJ, security=BEARER, body=email_api.QUEUE.schema()),  # per template: document()
+    ("post", E): op("Queue an email (stored before 2xx; 200 when suppressed, 202 when queued). `type` may be "
+                    "a template's alias (its body lists them: workshop_completed, achievement_unlocked); "
+                    "`user_id` \"admin\" is ADMIN_EMAIL (409 admin_email_not_configured without one)", "email",
+                    _json(EMAIL_QUEUED), security=BEARER, body=email_api.QUEUE.schema()),  # per template: document()
     ("post", E + "/events"): op("Delivery event from the provider (Svix-signed)", "email", OBJ,
                                 body={"type": "object", "required": ["type", "data"], "properties": {
                                     "type": {"type": "string"}, "data": {"type": "object"}}},
                                 security=[{"svixSignature": []}]),
-    ("get", E + "/{id}"): op("One email and its history", "email", OBJ, security=BEARER, params=[
+    ("get", E + "/{id}"): op("One email and its history", "email", _json(EMAIL_STATUS), security=BEARER, params=[
         {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}]),
     ("get", E + "/unsubscribe"): op("The unsubscribe page", "email", PAGE, params=TOKEN),
     ("post", E + "/unsubscribe"): op("One-click unsubscribe (RFC 8058) or the page's choices", "email", PAGE,
                                      params=TOKEN),
 })
-OPERATIONS[("post", E)]["responses"]["202"] = OBJ
+OPERATIONS[("post", E)]["responses"]["202"] = _json(EMAIL_QUEUED, "Queued")
 OPERATIONS[("post", E + "/unsubscribe")]["requestBody"] = {"content": {"application/x-www-form-urlencoded": {
     "schema": {"type": "object", "properties": {"List-Unsubscribe": {"const": "One-Click"},
                                                 "action": {"enum": ["unsubscribe", "save"]}}}}}}

@@ -8,6 +8,8 @@
   signature verification count, RATE_LIMIT_WEBHOOK_FAILURES a minute per source.
 * Analytics: a request with the valid `X-Write-Key` (a server) is not throttled either; a wrong
   key counts against its client IP like any anonymous request.
+* CORS preflights never get here: vibe/web/cors.py answers them first, so a browser's
+  `OPTIONS` costs no token.
 * Never waits for a token: over the limit is an immediate 429 with `Retry-After`. Every answer
   carries `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (seconds until the
   bucket is full again).

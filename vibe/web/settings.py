@@ -1,5 +1,6 @@
-"""The web layer's settings: the HTTP server's limits, callers' tokens, rate limits and load
-shedding, geographic restrictions, and the shutdown deadline."""
+"""The web layer's settings: the HTTP server's limits, callers' tokens (and the anon key), which
+browser origins may call (CORS), rate limits and load shedding, geographic restrictions, and the
+shutdown deadline."""
 
 from __future__ import annotations
 
@@ -98,6 +99,32 @@ def _jwt_secret(value: str, production: bool) -> str:
     return "" if len(value) >= 32 else "shorter than 32 characters"
 
 
+def _anon_key(value: str, production: bool) -> str:
+    return "" if value.count(".") == 2 or value.startswith("sb_publishable_") else \
+        "expected a JWT (three dot-separated parts) or sb_publishable_…"
+
+
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s*]+")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    """`*`, or origins (`scheme://host[:port]`, as a browser's Origin header names them), each once."""
+    origins: list[str] = []
+    for item in (part.strip() for part in raw.split(",") if part.strip()):
+        origin = item if item == "*" else item.rstrip("/").lower()
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise ConfigError(f"expected `*` or origins such as https://app.example.com (scheme://host[:port], "
+                              f"no path), comma-separated, got {item!r}")
+        if origin not in origins:
+            origins.append(origin)
+    return ("*",) if "*" in origins else tuple(origins)
+
+
+def _default_origins(env: Env) -> tuple[str, ...]:
+    """Any origin in development and test; none (no cross-origin access) in production."""
+    return () if env.get("VIBE_ENV", "").strip().lower() == "production" else ("*",)
+
+
 @dataclasses.dataclass(frozen=True)
 class WebSettings:
     CONCERN = "web"
@@ -113,12 +140,21 @@ class WebSettings:
                                        hint="tokens are checked against SUPABASE_URL's JWKS")
     supabase_jwks_url: str = setting("SUPABASE_JWKS_URL", "", "where the ES256/RS256/EdDSA keys are",
                                      derive=_jwks_from_supabase, default_text="from `SUPABASE_URL`")
+    supabase_anon_key: str = setting("SUPABASE_ANON_KEY", "", "the project's anon key (a JWT with `role: anon`, "
+                                     "or `sb_publishable_…`): a bearer token equal to it is an anonymous caller",
+                                     secret=True, check=_anon_key)
     jwt_issuer: str = setting("JWT_ISSUER", "", "issuer to require of user tokens")
     jwt_leeway_seconds: int = setting("JWT_LEEWAY_SECONDS", 10, "clock leeway for `exp`, `nbf`, `iat`", minimum=0)
     jwks_cache_seconds: float = setting("JWKS_CACHE_SECONDS", 600.0, "how long fetched keys are fresh", minimum=0)
     jwks_min_refresh_seconds: float = setting("JWKS_MIN_REFRESH_SECONDS", 30.0, "least time between key fetches",
                                               minimum=0)
     jwks_timeout_seconds: float = setting("JWKS_TIMEOUT_SECONDS", 5.0, "a key fetch's timeout", minimum=0.1)
+
+    # browsers on other origins (vibe/web/cors.py, docs/operations.md)
+    cors_allowed_origins: tuple[str, ...] = setting(
+        "CORS_ALLOWED_ORIGINS", ("*",), "origins whose browser pages may call the API (comma-separated; `*`: any)",
+        parse=_origins, derive=_default_origins, default_text="`*` in development and test; none in production",
+        hint="none in production (no cross-origin access), `*` elsewhere")
 
     # rate limits and load shedding
     rate_limits: Mapping[str, int] = setting("RATE_LIMITS", DEFAULT_RATE_LIMITS, "requests a minute per tier",

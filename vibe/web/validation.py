@@ -267,9 +267,12 @@ def field_schema(spec: Field, vocab: Mapping | None = None, *, nullable: bool = 
     out: dict[str, Any] = {}
     nullable = nullable or spec.nullable
     if "any" not in kinds:
-        types = [t for k in kinds for t in (("string", "number") if k == "time" else (KINDS[k],))]
+        # a time: Unix seconds, or a string that is an ISO 8601 time (`format` binds strings only)
+        types = [t for k in kinds for t in (("number", "string") if k == "time" else (KINDS[k],))]
         types = list(dict.fromkeys(types)) + (["null"] if nullable else [])
         out["type"] = types[0] if len(types) == 1 else types
+    if "time" in kinds:
+        out["format"] = "date-time"
     if "str" in kinds:
         if spec.max_length is not None:
             out["maxLength"] = spec.max_length
