@@ -98,6 +98,29 @@ def _jwt_secret(value: str, production: bool) -> str:
     return "" if len(value) >= 32 else "shorter than 32 characters"
 
 
+# CORS_ALLOWED_ORIGINS is being added on main by the CORS work (vibe/web/cors.py there); issue 16's
+# redirect check reads it, so it is declared here the same way until the two meet (keep main's).
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s*]+")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    """`*`, or origins (`scheme://host[:port]`, as a browser's Origin header names them), each once."""
+    origins: list[str] = []
+    for item in (part.strip() for part in raw.split(",") if part.strip()):
+        origin = item if item == "*" else item.rstrip("/").lower()
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise ConfigError(f"expected `*` or origins such as https://app.example.com (scheme://host[:port], "
+                              f"no path), comma-separated, got {item!r}")
+        if origin not in origins:
+            origins.append(origin)
+    return ("*",) if "*" in origins else tuple(origins)
+
+
+def _default_origins(env: Env) -> tuple[str, ...]:
+    """Any origin in development and test; none (no cross-origin access) in production."""
+    return () if env.get("VIBE_ENV", "").strip().lower() == "production" else ("*",)
+
+
 @dataclasses.dataclass(frozen=True)
 class WebSettings:
     CONCERN = "web"
@@ -119,6 +142,12 @@ class WebSettings:
     jwks_min_refresh_seconds: float = setting("JWKS_MIN_REFRESH_SECONDS", 30.0, "least time between key fetches",
                                               minimum=0)
     jwks_timeout_seconds: float = setting("JWKS_TIMEOUT_SECONDS", 5.0, "a key fetch's timeout", minimum=0.1)
+
+    # browsers on other origins; billing's checkout and portal redirect only to PUBLIC_URL's host or one of these
+    cors_allowed_origins: tuple[str, ...] = setting(
+        "CORS_ALLOWED_ORIGINS", ("*",), "origins whose browser pages may call the API (comma-separated; `*`: any)",
+        parse=_origins, derive=_default_origins, default_text="`*` in development and test; none in production",
+        hint="none in production (no cross-origin access), `*` elsewhere")
 
     # rate limits and load shedding
     rate_limits: Mapping[str, int] = setting("RATE_LIMITS", DEFAULT_RATE_LIMITS, "requests a minute per tier",
