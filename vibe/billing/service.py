@@ -1,6 +1,6 @@
 """Billing's wiring: `setup(app)` collects the Stripe handlers, adds the webhook route, opens the
-Stripe API client (when a key is set), the inbox's group committer and the dispatcher's loops
-(a `cleanup_ctx` each), and registers the `stripe-webhook` health probe."""
+Stripe API client (when a key is set), the inbox's group committer and the dispatcher's loops,
+and the catch-up loop (a `cleanup_ctx` each), and registers the `stripe-webhook` health probe."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from vibe.billing import webhook
+from vibe.billing.catchup import CatchUp
 from vibe.billing.dispatcher import NEEDS_CONFIGURATION, Dispatcher
 from vibe.billing.inbox import store_events
-from vibe.billing.keys import DISPATCHER, STRIPE_API, STRIPE_HANDLERS, STRIPE_INBOX
+from vibe.billing.keys import CATCHUP, DISPATCHER, STRIPE_API, STRIPE_HANDLERS, STRIPE_INBOX
 from vibe.billing.registry import collect_stripe_handlers
 from vibe.billing.stripe_api import disabled_reason, stripe_api_ctx
 from vibe.db.groupcommit import GroupCommitter
@@ -48,13 +49,31 @@ async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
         await shutdown.stop("stripe dispatcher", tasks)
 
 
+async def catchup_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The background catch-up (vibe/billing/catchup.py): with a key, unless STRIPE_CATCHUP_SECONDS=0."""
+    settings = app[SETTINGS]
+    if STRIPE_API not in app or not settings.billing.catchup_seconds:
+        yield
+        return
+    catchup = CatchUp(app[DB], settings, app[STRIPE_API], app[STRIPE_HANDLERS], app[DISPATCHER].wake)
+    app[CATCHUP] = catchup
+    task = asyncio.create_task(catchup.run(), name="stripe-catchup")
+    try:
+        yield
+    finally:
+        catchup.stop()
+        await app[SHUTDOWN].stop("stripe catch-up", [task])
+
+
 def stripe_api_state(app: web.Application) -> dict[str, Any]:
     """What /health says of the calls to Stripe: off (and why), or the client's breaker and catch-up."""
     reason = disabled_reason(app[SETTINGS])
     if reason or STRIPE_API not in app:
         return {"enabled": False, "reason": reason or "not started"}
     api = app[STRIPE_API]
-    return {"enabled": True, "api_base": api.base, "breaker": api.breaker.state}
+    catchup = app[CATCHUP].snapshot() if CATCHUP in app else {"enabled": False,
+                                                              "reason": "STRIPE_CATCHUP_SECONDS=0"}
+    return {"enabled": True, "api_base": api.base, "breaker": api.breaker.state, "catchup": catchup}
 
 
 async def stripe_probe(app: web.Application) -> dict[str, Any]:
@@ -123,4 +142,5 @@ def setup(app: web.Application) -> None:
     webhook.setup_routes(app)
     app.cleanup_ctx.append(stripe_api_ctx)
     app.cleanup_ctx.append(stripe_ctx)
+    app.cleanup_ctx.append(catchup_ctx)
     health.register(app, "stripe-webhook", stripe_probe)
