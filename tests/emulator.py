@@ -13,20 +13,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+from live_service import free_port
 
 KEY = "sk_test_" + "localstripe0000000000"
 HERE = Path(__file__).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def stripe_emulator_url():
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, str(HERE / "stripe_emulator.py"), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30

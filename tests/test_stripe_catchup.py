@@ -5,22 +5,13 @@ import json
 import time
 
 from conftest import SECRET, run_cli, wait_until
+from stripe_support import USER, learner_in_stripe
 
 from vibe.billing.catchup import catch_up
 from vibe.billing.keys import CATCHUP, STRIPE_API, STRIPE_HANDLERS
 from vibe.web.times import to_seconds
 
-USER = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 QUIET = {"STRIPE_CATCHUP_SECONDS": "0"}  # no background pass: the test runs the command itself
-
-
-async def learner_in_stripe(stripe, user_id=USER, email="lena@example.com"):
-    """A learner who paid for pro in Stripe (the emulator) while vibe heard nothing of it."""
-    await stripe.plan("price_pro_monthly", 2900, tier="pro")
-    customer = await stripe.customer(email, user_id)
-    sub = await stripe.subscribe(customer["id"], "price_pro_monthly", metadata={"userId": user_id})
-    assert sub["status"] == "active"
-    return customer, sub
 
 
 async def test_without_a_key_catch_up_says_it_is_off(env):

@@ -13,6 +13,7 @@ from pathlib import Path
 from vibe.billing import signature as stripe_signature
 from vibe.billing.catchup import MAX_AGE, catch_up, parse_since
 from vibe.billing.dispatcher import Dispatcher
+from vibe.billing.reconcile import compare, fix
 from vibe.billing.registry import collect_stripe_handlers
 from vibe.billing.stripe_api import StripeUnavailable, disabled_reason, open_stripe
 from vibe.cli import CommandError, open_database, print_json
@@ -89,6 +90,53 @@ def cmd_catch_up(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cell(value) -> str:
+    text = "-" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _drift_table(drift) -> list[str]:
+    lines = [f"{'kind':12}  {'object':28}  {'user':36}  {'field':20}  {'vibe':22}  stripe"]
+    for d in drift:
+        lines.append(f"{d.kind:12}  {d.object_id:28}  {_cell(d.user_id):36}  {d.field:20}  {_cell(d.vibe):22}  "
+                     f"{_cell(d.stripe)}")
+    return lines
+
+
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    _needs_key(settings)
+    pm = build_plugin_manager(settings)
+
+    async def run():
+        async with open_database(settings) as db, open_stripe(settings) as api:
+            found = await compare(api, db, settings)
+            if not args.fix or not found.drift:
+                return found, None, None
+            applied = await fix(db, settings, found, lambda: process_stored(db, settings, pm))
+            return found, applied, await compare(api, db, settings)
+
+    try:
+        found, applied, after = asyncio.run(run())
+    except StripeUnavailable as exc:
+        raise CommandError(f"{exc} (retry in {exc.retry_after:.0f} s)") from None
+    remaining = (after or found).drift
+    checked = {"customers": len(found.customers), "subscriptions": len(found.subscriptions)}
+    if args.json:
+        print_json({"checked": checked, "drift": [d.as_dict() for d in found.drift],
+                    "fixed": applied, "remaining": [d.as_dict() for d in remaining] if applied is not None else None})
+    else:
+        print(f"checked {checked['customers']} customers and {checked['subscriptions']} subscriptions in Stripe: "
+              + (f"{len(found.drift)} difference(s)" if found.drift else "no drift"))
+        if found.drift:
+            print("\n".join(_drift_table(found.drift)))
+        if applied is not None:
+            for event in applied:
+                print(f"fixed: {event['type']} {event['id']} -> {event['status']}"
+                      + (f" ({event['note']})" if event["note"] else ""))
+            print(f"{len(remaining)} difference(s) left" if remaining else "no drift left")
+    return 1 if remaining else 0
+
+
 @hookimpl
 def register_cli_commands(subparsers):
     stripe = subparsers.add_parser("stripe", help="Stripe helpers")
@@ -107,3 +155,11 @@ def register_cli_commands(subparsers):
                                    "vibe handles)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_catch_up)
+    p = sub.add_parser("reconcile", help="compare Stripe's customers and subscriptions with vibe's state",
+                       description="List every customer and subscription (every status) in Stripe and print how "
+                                   "vibe's state differs (exit 1 when it does). --fix applies Stripe's current "
+                                   "objects through the handlers (source reconcile) and audits the changes; it "
+                                   "exits 1 only when drift is left afterwards.")
+    p.add_argument("--fix", action="store_true", help="apply Stripe's current objects")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reconcile)
