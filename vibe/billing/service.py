@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from vibe.billing import webhook
+from vibe.billing import checkout, webhook
 from vibe.billing.catchup import CatchUp
 from vibe.billing.dispatcher import NEEDS_CONFIGURATION, Dispatcher
 from vibe.billing.inbox import store_events
@@ -140,6 +140,7 @@ async def _failing(app: web.Application, dispatcher: Dispatcher) -> str | None:
 def setup(app: web.Application) -> None:
     app[STRIPE_HANDLERS] = collect_stripe_handlers(app[PLUGINS], app[SETTINGS])
     webhook.setup_routes(app)
+    checkout.setup_routes(app)
     app.cleanup_ctx.append(stripe_api_ctx)
     app.cleanup_ctx.append(stripe_ctx)
     app.cleanup_ctx.append(catchup_ctx)

@@ -18,6 +18,7 @@ from vibe.analytics.keys import ANALYTICS
 from vibe.analytics import schemas as analytics_schemas
 from vibe.analytics import segment
 from vibe.analytics.queries import ROLLUPS
+from vibe.billing import checkout as billing_checkout
 from vibe.db.database import DatabaseUnavailable
 from vibe.email import api as email_api
 from vibe.email.keys import EMAIL_RENDERER
@@ -105,6 +106,15 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         body={}, security=BEARER),  # the bodies: action_bodies(), from the action registry
 }
 
+# -- checkout and the billing portal (issue 16; docs/billing.md)
+OPERATIONS.update({
+    ("post", billing_checkout.PATH + "/checkout"): op(
+        "Start a Stripe Checkout for the signed-in learner (off without STRIPE_SECRET_KEY: 503)", "billing",
+        _json(billing_checkout.SESSION_ANSWER), body=billing_checkout.CHECKOUT.schema(), security=BEARER),
+    ("post", billing_checkout.PATH + "/portal"): op(
+        "A Stripe billing portal session for the signed-in learner", "billing",
+        _json(billing_checkout.PORTAL_ANSWER), body=billing_checkout.PORTAL.schema(), security=BEARER),
+})
 # -- analytics (issue 4)
 A = "/functions/v1/analytics-tracking"
 OBJ = _json({"type": "object"})
