@@ -74,7 +74,7 @@ async def bridge(request: web.Request, handler):
         if S.get_api_key(request) is None:
             return web.json_response({"error": {"type": "invalid_request_error",
                                                 "message": "Invalid API Key provided"}}, status=401)
-        RECORDED.append({"method": request.method, "path": request.path, "params": params,
+        RECORDED.append({"method": request.method, "path": request.path, "params": json.loads(json.dumps(params)),
                          "idempotency_key": request.headers.get("Idempotency-Key"),
                          "stripe_version": request.headers.get("Stripe-Version")})
         for failure in FAILURES:

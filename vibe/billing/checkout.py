@@ -85,24 +85,26 @@ def idempotency_key(kind: str, user_id: str, request: web.Request, params: dict[
     return f"vibe-{kind}-{user_id}-{digest}"
 
 
-async def _call(api: StripeApi, method, params: dict[str, Any], key: str | None = None):
+async def call_stripe(api: StripeApi, method, *args: Any, key: str | None = None):
+    """A Stripe call whose failure is the caller's JSON error (vibe.billing.stripe_api.api_error)."""
     try:
-        return await api.call(method, params, options={"idempotency_key": key} if key else None)
+        return await api.call(method, *args, options={"idempotency_key": key} if key else None)
     except (stripe.StripeError, StripeUnavailable) as exc:
         raise api_error(exc) from None
 
 
-async def _price(api: StripeApi, settings: Settings, clean: dict[str, Any]) -> str:
+async def price_for(api: StripeApi, settings: Settings, clean: dict[str, Any]) -> str:
+    """The price a request names: `price`, or `tier` and `interval` (STRIPE_PRICES, else a lookup key)."""
     if clean.get("price"):
         if clean.get("tier"):
-            raise invalid("body", "give tier or price, not both")
+            raise invalid("tier", "give tier or price, not both")
         return clean["price"]
     if not clean.get("tier"):
-        raise invalid("body.tier", "is required (or price)")
+        raise invalid("tier", "is required (or price)")
     key = f"{clean['tier']}_{clean.get('interval') or 'monthly'}"
     if key in settings.billing.prices:
         return settings.billing.prices[key]
-    found = await _call(api, api.client.v1.prices.list_async, {"lookup_keys": [key], "active": True, "limit": 1})
+    found = await call_stripe(api, api.client.v1.prices.list_async, {"lookup_keys": [key], "active": True, "limit": 1})
     if not found.data:
         raise ApiError(400, "unknown_price", f"No price for {key}: set STRIPE_PRICES={key}=price_… or give a "
                                              f"Stripe price the lookup key {key}.")
@@ -115,8 +117,8 @@ async def _customer(request: web.Request, api: StripeApi, profile: dict[str, Any
         return profile["stripe_customer_id"]
     user_id = profile["id"]
     params = {"email": profile.get("email"), "name": profile.get("full_name"), "metadata": {"userId": user_id}}
-    customer = await _call(api, api.client.v1.customers.create_async, {k: v for k, v in params.items() if v},
-                           f"vibe-customer-{user_id}")
+    customer = await call_stripe(api, api.client.v1.customers.create_async, {k: v for k, v in params.items() if v},
+                                 key=f"vibe-customer-{user_id}")
     async with request.app[DB].transaction() as tx:
         ctx = StripeEventContext(tx=tx, settings=request.app[SETTINGS], pm=request.app[PLUGINS],
                                  event={"id": None})
@@ -141,14 +143,14 @@ async def checkout(request: web.Request) -> web.Response:
         raise ApiError(409, "already_subscribed", f"You already have the {profile['tier']} plan: change it in the "
                        "billing portal.", details={"portal": f"{PATH}/portal"})
     api = _api(request)
-    price = await _price(api, settings, clean)
+    price = await price_for(api, settings, clean)
     customer = await _customer(request, api, profile)
     metadata = {"userId": profile["id"], **({"referralCode": clean["referral_code"]} if clean.get("referral_code") else {})}
     params = {"mode": "subscription", "customer": customer, "client_reference_id": profile["id"],
               "line_items": [{"price": price, "quantity": 1}], "success_url": clean["success_url"],
               "cancel_url": clean["cancel_url"], "metadata": metadata, "subscription_data": {"metadata": metadata}}
-    session = await _call(api, api.client.v1.checkout.sessions.create_async, params,
-                          idempotency_key("checkout", profile["id"], request, params))
+    session = await call_stripe(api, api.client.v1.checkout.sessions.create_async, params,
+                                key=idempotency_key("checkout", profile["id"], request, params))
     return web.json_response({"id": session.id, "url": session.url})
 
 
@@ -162,8 +164,8 @@ async def portal(request: web.Request) -> web.Response:
                        details={"checkout": f"{PATH}/checkout"})
     api = _api(request)
     params = {"customer": profile["stripe_customer_id"], "return_url": clean["return_url"]}
-    session = await _call(api, api.client.v1.billing_portal.sessions.create_async, params,
-                          idempotency_key("portal", profile["id"], request, params))
+    session = await call_stripe(api, api.client.v1.billing_portal.sessions.create_async, params,
+                                key=idempotency_key("portal", profile["id"], request, params))
     return web.json_response({"url": session.url})
 
 

@@ -105,6 +105,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "User management action", "users", _json({"type": "object"}),
         body={}, security=BEARER),  # the bodies: action_bodies(), from the action registry
 }
+OPERATIONS[("post", "/functions/v1/user-management")]["responses"]["202"] = _json(
+    {"type": "object"}, "update_subscription asked Stripe (applied when Stripe's event arrives)")
 
 # -- checkout and the billing portal (issue 16; docs/billing.md)
 OPERATIONS.update({
