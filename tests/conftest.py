@@ -31,7 +31,7 @@ from vibe.plugins.host import build_plugin_manager
 from vibe.web.app import create_app
 from vibe.web.shutdown import describe
 
-pytest_plugins = ["hang_guard"]  # on a pytest-timeout, every asyncio task's stack
+pytest_plugins = ["hang_guard", "emulator"]  # on a pytest-timeout, every asyncio task's stack; the Stripe emulator
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stripe"
 SECRET = "whsec_test_primary_secret"

@@ -15,7 +15,8 @@ from vibe.plugins.hookspecs import hookimpl
 from vibe.plugins.host import build_plugin_manager
 
 STATUSES = ("pending", "processed", "ignored", "skipped", "stale", "waiting", "failed", "dead")
-LIST_COLUMNS = "id, type, created, livemode, account, status, attempts, received_at, next_attempt_at, last_error, note"
+LIST_COLUMNS = ("id, type, created, livemode, account, status, attempts, received_at, next_attempt_at, last_error, "
+                "note, source")
 REASON_WIDTH = 120  # the table's reason line
 
 
@@ -86,9 +87,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(rows)
         return 0
-    print(f"{'received (UTC)':19}  {'status':9}  {'tries':>5}  {'type':34}  id")
+    print(f"{'received (UTC)':19}  {'status':9}  {'tries':>5}  {'type':34}  {'source':9}  id")
     for r in rows:
-        print(f"{_when(r['received_at']):19}  {r['status']:9}  {r['attempts']:>5}  {r['type'][:34]:34}  {r['id']}")
+        print(f"{_when(r['received_at']):19}  {r['status']:9}  {r['attempts']:>5}  {r['type'][:34]:34}  "
+              f"{r['source']:9}  {r['id']}")
         if r["reason"]:
             print(f"{'':40}{'note' if r['note'] else 'error'}: {_short(r['reason'])}")
     return 0
@@ -106,7 +108,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(row)
         return 0
-    for key in ("id", "type", "status", "attempts", "livemode", "account", "api_version", "object_id",
+    for key in ("id", "type", "source", "status", "attempts", "livemode", "account", "api_version", "object_id",
                 "waiting_for", "note", "last_error"):
         print(f"{key:12} {row[key]}")
     for key in ("created", "received_at", "processed_at", "next_attempt_at"):

@@ -1,6 +1,6 @@
 """Billing's wiring: `setup(app)` collects the Stripe handlers, adds the webhook route, opens the
-inbox's group committer and the dispatcher's loops (one `cleanup_ctx`), and registers the
-`stripe-webhook` health probe."""
+Stripe API client (when a key is set), the inbox's group committer and the dispatcher's loops,
+and the catch-up loop (a `cleanup_ctx` each), and registers the `stripe-webhook` health probe."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from typing import Any
 
 from aiohttp import web
 
-from vibe.billing import webhook
+from vibe.billing import checkout, webhook
+from vibe.billing.catchup import CatchUp
 from vibe.billing.dispatcher import NEEDS_CONFIGURATION, Dispatcher
 from vibe.billing.inbox import store_events
-from vibe.billing.keys import DISPATCHER, STRIPE_HANDLERS, STRIPE_INBOX
+from vibe.billing.keys import CATCHUP, DISPATCHER, STRIPE_API, STRIPE_HANDLERS, STRIPE_INBOX
 from vibe.billing.registry import collect_stripe_handlers
+from vibe.billing.stripe_api import disabled_reason, stripe_api_ctx
 from vibe.db.groupcommit import GroupCommitter
 from vibe.keys import DB, PLUGINS, SETTINGS, SHUTDOWN
 from vibe.ops import health
@@ -47,6 +49,33 @@ async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
         await shutdown.stop("stripe dispatcher", tasks)
 
 
+async def catchup_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The background catch-up (vibe/billing/catchup.py): with a key, unless STRIPE_CATCHUP_SECONDS=0."""
+    settings = app[SETTINGS]
+    if STRIPE_API not in app or not settings.billing.catchup_seconds:
+        yield
+        return
+    catchup = CatchUp(app[DB], settings, app[STRIPE_API], app[STRIPE_HANDLERS], app[DISPATCHER].wake)
+    app[CATCHUP] = catchup
+    task = asyncio.create_task(catchup.run(), name="stripe-catchup")
+    try:
+        yield
+    finally:
+        catchup.stop()
+        await app[SHUTDOWN].stop("stripe catch-up", [task])
+
+
+def stripe_api_state(app: web.Application) -> dict[str, Any]:
+    """What /health says of the calls to Stripe: off (and why), or the client's breaker and catch-up."""
+    reason = disabled_reason(app[SETTINGS])
+    if reason or STRIPE_API not in app:
+        return {"enabled": False, "reason": reason or "not started"}
+    api = app[STRIPE_API]
+    catchup = app[CATCHUP].snapshot() if CATCHUP in app else {"enabled": False,
+                                                              "reason": "STRIPE_CATCHUP_SECONDS=0"}
+    return {"enabled": True, "api_base": api.base, "breaker": api.breaker.state, "catchup": catchup}
+
+
 async def stripe_probe(app: web.Application) -> dict[str, Any]:
     """Events by status; degraded by dead events and by events that need configuration (failed
     with no next attempt, see the dispatcher). `processed` counts the events this process took
@@ -69,6 +98,7 @@ async def stripe_probe(app: web.Application) -> dict[str, Any]:
            # the events the dispatcher will still take up (not those waiting for the operator)
            "queues": {"stripe_pending": counts["pending"] + counts["failed"] + counts["waiting"] - configuration,
                       "stripe_dead": counts["dead"], "stripe_inbox_batcher": app[STRIPE_INBOX].depth}}
+    out["stripe_api"] = stripe_api_state(app)
     out["dispatcher"] = {"failed_batches": dispatcher.failed_batches, "last_error": dispatcher.last_error,
                          "last_error_at": dispatcher.last_error_at}
     errors = []
@@ -110,5 +140,8 @@ async def _failing(app: web.Application, dispatcher: Dispatcher) -> str | None:
 def setup(app: web.Application) -> None:
     app[STRIPE_HANDLERS] = collect_stripe_handlers(app[PLUGINS], app[SETTINGS])
     webhook.setup_routes(app)
+    checkout.setup_routes(app)
+    app.cleanup_ctx.append(stripe_api_ctx)
     app.cleanup_ctx.append(stripe_ctx)
+    app.cleanup_ctx.append(catchup_ctx)
     health.register(app, "stripe-webhook", stripe_probe)

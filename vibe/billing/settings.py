@@ -6,10 +6,11 @@ import dataclasses
 import re
 from collections.abc import Mapping
 
-from vibe.variables import ConfigError, setting
+from vibe.variables import ConfigError, base_url, setting
 
 TIERS = ("free", "starter", "pro", "expert")
 LIVEMODES = ("any", "live", "test")
+INTERVALS = ("monthly", "yearly")
 STRIPE_KEY = re.compile(r"^(sk|rk)_(live|test)_[A-Za-z0-9]{16,}$")
 WEBHOOK_SECRET = re.compile(r"^whsec_[A-Za-z0-9+/=_-]{16,}$")
 
@@ -22,6 +23,17 @@ def _price_tiers(raw: str) -> dict[str, str]:
         if not sep or not key.strip() or tier not in TIERS:
             raise ConfigError(f"expected price_or_product_id=tier with tier in {', '.join(TIERS)}, got {item!r}")
         mapping[key.strip()] = tier
+    return mapping
+
+
+def _prices(raw: str) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for item in (part.strip() for part in raw.split(",") if part.strip()):
+        key, sep, price = (x.strip() for x in item.partition("="))
+        tier, _, interval = key.lower().partition("_")
+        if not sep or tier not in TIERS or interval not in INTERVALS or not price:
+            raise ConfigError(f"expected tier_interval=price_id (interval one of {', '.join(INTERVALS)}), got {item!r}")
+        mapping[key.lower()] = price
     return mapping
 
 
@@ -43,8 +55,27 @@ def _webhook_secrets(value: str, production: bool) -> str:
 class BillingSettings:
     CONCERN = "billing"
 
-    secret_key: str = setting("STRIPE_SECRET_KEY", "", "the Stripe API key (`sk_live_…`, `sk_test_…` or `rk_…`)",
-                              secret=True, production=True, check=_stripe_key)
+    secret_key: str = setting("STRIPE_SECRET_KEY", "", "the Stripe API key (`sk_live_…`, `sk_test_…` or `rk_…`); "
+                              "without it catch-up, reconcile, checkout and portal are off",
+                              secret=True, production=True, check=_stripe_key,
+                              hint="off without it: catch-up, reconcile, checkout, portal, plan changes in Stripe")
+    api_base: str = setting("STRIPE_API_BASE", "https://api.stripe.com", "where vibe calls Stripe's API "
+                            "(an emulator's address in tests)", parse=base_url)
+    network_retries: int = setting("STRIPE_NETWORK_RETRIES", 2, "retries of a Stripe call that failed on the "
+                                   "network or with a 409/5xx (same idempotency key)", minimum=0, maximum=10)
+    api_timeout_seconds: float = setting("STRIPE_API_TIMEOUT_SECONDS", 30.0, "one Stripe call's timeout",
+                                         minimum=0.1)
+    catchup_seconds: float = setting("STRIPE_CATCHUP_SECONDS", 3600.0, "how often the service lists Stripe's "
+                                     "events it may have missed (at start-up, then every so often; 0: never)",
+                                     minimum=0)
+    catchup_types: tuple[str, ...] = setting("STRIPE_CATCHUP_TYPES", (), "event types catch-up lists",
+                                             default_text="the types vibe handles")
+    prices: Mapping[str, str] = setting(
+        "STRIPE_PRICES", {}, "`tier_interval=price_…,...` (`pro_monthly=price_…`): the price a checkout of a tier "
+        "uses; else the price whose lookup key is `tier_interval`", parse=_prices)
+    proration_behavior: str = setting("STRIPE_PRORATION_BEHAVIOR", "create_prorations", "how a plan change "
+                                      "through update_subscription is prorated",
+                                      choices=("create_prorations", "always_invoice", "none"))
     webhook_secrets: tuple[str, ...] = setting(
         "STRIPE_WEBHOOK_SECRET", (), "`whsec_...`; several, comma-separated, for rotation or several endpoints",
         secret=True, default_text="generated", production=True, check=_webhook_secrets,

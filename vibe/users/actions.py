@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from vibe.billing import plans
 from vibe.billing import state as billing
 from vibe.billing.domain import SubscriptionChange, UserRecord
 from vibe.db.database import DatabaseUnavailable
@@ -53,16 +54,22 @@ SUBSCRIPTION_TIERS = ("free", "starter", "pro", "expert", "admin")
 SUBSCRIPTION_STATUSES = ("active", "trialing", "past_due", "canceled", "unpaid", "incomplete")
 SUBSCRIPTION = {
     "user_id": Field("str", required=True, max_length=128),
-    "tier": Field("str", required=True, choices=SUBSCRIPTION_TIERS),
+    "tier": Field("str", choices=SUBSCRIPTION_TIERS, description="the tier; required, unless only "
+                  "cancel_at_period_end changes a Stripe subscription"),
     "status": Field("str", nullable=True, choices=SUBSCRIPTION_STATUSES),
     "current_period_end": PERIOD_END,
     "reason": Field("str", required=True, max_length=500, pattern=r"\S.*"),
+}
+STRIPE_CHANGE = {  # with STRIPE_SECRET_KEY and a Stripe subscription: asked of Stripe (docs/billing.md)
+    "interval": Field("str", choices=("monthly", "yearly"), description="with tier: the price's interval"),
+    "price": Field("str", pattern=r"price_[A-Za-z0-9_]{1,200}", description="a Stripe price instead of tier"),
+    "cancel_at_period_end": Field("bool", description="true: cancel at the period's end; false: resume"),
 }
 # The `data` of each action (vibe.users.service.ACTIONS pairs them with their action).
 CREATE = Shape({**{k: v for k, v in EDITABLE.items() if k != "full_name"},
                 "referral_code": Field("str", nullable=True, max_length=64)})
 UPDATE = Shape({**EDITABLE, "notification_preferences": PREFERENCES}, refused=REFUSED, at_least_one=True)
-CHANGE_SUBSCRIPTION = Shape(SUBSCRIPTION)
+CHANGE_SUBSCRIPTION = Shape({**SUBSCRIPTION, **STRIPE_CHANGE}, any_of=("tier", "price", "cancel_at_period_end"))
 READ = Shape({"user_id": Field("str", max_length=128, description="whose profile (default: the caller's; "
                                                                   "required for the service role)")})
 
@@ -156,8 +163,15 @@ def actor_of(session: Session) -> str:
     return f"admin:{p.user_id}" if p.user_id else "service"
 
 
-async def update_subscription(app: web.Application, session: Session, data: Any) -> dict[str, Any]:
+async def update_subscription(app: web.Application, session: Session, data: Any) -> dict[str, Any] | web.Response:
+    """With a key and a Stripe subscription: asked of Stripe, 202 (vibe/billing/plans.py); else by hand."""
     change = CHANGE_SUBSCRIPTION.check(data)
+    profile = await billing.get_profile(app[DB], change["user_id"])
+    if profile is not None and plans.in_stripe(app, profile, change):
+        return web.json_response(await plans.change_in_stripe(app, actor_of(session), profile, change), status=202)
+    if "tier" not in change:
+        raise invalid("data.tier", "is required")
+    change = {k: v for k, v in change.items() if k in SUBSCRIPTION}
     async with app[DB].transaction() as tx:
         result = await apply_subscription(_context(app, tx), actor_of(session), change)
         if result is None:

@@ -80,7 +80,8 @@ ACTIONS: dict[str, Route] = {
     "update_profile": Route(("user", "admin"), user_actions.update_profile, user_actions.UPDATE,
                             "Change the caller's own profile fields"),
     "update_subscription": Route(("admin", "service"), user_actions.update_subscription,
-                                 user_actions.CHANGE_SUBSCRIPTION, "Set a user's tier by hand (audited)"),
+                                 user_actions.CHANGE_SUBSCRIPTION, "Set a user's tier by hand (audited); with "
+                                 "STRIPE_SECRET_KEY and a Stripe subscription, ask Stripe (202)"),
     "sync_progress": Route(("user", "admin"), _sync_progress, progress.SYNC, "Record learning progress"),
     "check_access": Route(("user", "admin"), _check_access, ACCESS, "May the caller open this item?"),
     "bulk_update": Route(("admin", "service"), user_actions.bulk_update, user_actions.BULK,
@@ -110,7 +111,8 @@ async def user_management(request: web.Request) -> web.Response:
     if role not in route.roles:
         raise ApiError(403, "forbidden", f"The action {body['action']} needs the role {' or '.join(route.roles)}.")
     data = body.get("data", {})
-    return web.json_response(await route.run(request.app, session, data))
+    result = await route.run(request.app, session, data)
+    return result if isinstance(result, web.StreamResponse) else web.json_response(result)
 
 
 async def users_probe(app: web.Application) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from vibe.analytics.keys import ANALYTICS
 from vibe.analytics import schemas as analytics_schemas
 from vibe.analytics import segment
 from vibe.analytics.queries import ROLLUPS
+from vibe.billing import checkout as billing_checkout
 from vibe.db.database import DatabaseUnavailable
 from vibe.email import api as email_api
 from vibe.email import intake as email_intake
@@ -122,7 +123,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "description": "Every action needs a token: no token is 401 `unauthorized`, the anon key (nobody signed "
                        "in) 401 `sign_in_required`."},
 }
+OPERATIONS[("post", "/functions/v1/user-management")]["responses"]["202"] = _json(
+    {"type": "object"}, "update_subscription asked Stripe (applied when Stripe's event arrives)")
 
+# -- checkout and the billing portal (issue 16; docs/billing.md)
+OPERATIONS.update({
+    ("post", billing_checkout.PATH + "/checkout"): op(
+        "Start a Stripe Checkout for the signed-in learner (off without STRIPE_SECRET_KEY: 503)", "billing",
+        _json(billing_checkout.SESSION_ANSWER), body=billing_checkout.CHECKOUT.schema(), security=BEARER),
+    ("post", billing_checkout.PATH + "/portal"): op(
+        "A Stripe billing portal session for the signed-in learner", "billing",
+        _json(billing_checkout.PORTAL_ANSWER), body=billing_checkout.PORTAL.schema(), security=BEARER),
+})
 # -- analytics (issue 4; the original function's reports and ISO 8601 times: issue 13)
 A = "/functions/v1/analytics-tracking"
 OBJ = _json({"type": "object"})

@@ -150,7 +150,8 @@ class WebSettings:
                                               minimum=0)
     jwks_timeout_seconds: float = setting("JWKS_TIMEOUT_SECONDS", 5.0, "a key fetch's timeout", minimum=0.1)
 
-    # browsers on other origins (vibe/web/cors.py, docs/operations.md)
+    # browsers on other origins (vibe/web/cors.py, docs/operations.md); billing's checkout and
+    # portal redirect only to PUBLIC_URL's host or one of these
     cors_allowed_origins: tuple[str, ...] = setting(
         "CORS_ALLOWED_ORIGINS", ("*",), "origins whose browser pages may call the API (comma-separated; `*`: any)",
         parse=_origins, derive=_default_origins, default_text="`*` in development and test; none in production",
