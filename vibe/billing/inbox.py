@@ -144,6 +144,15 @@ async def claim_one(tx: Transaction, event_id: str) -> dict[str, Any] | None:
         (event_id, time.time()))
 
 
+def stored_event(row: dict[str, Any]) -> dict | None:
+    """A claimed row's body, parsed; None when it does not parse (the event fails as it runs)."""
+    try:
+        event = load_json(row["payload"], "The stored event")
+    except ApiError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
 CLAIM_COLUMNS = "id, type, created, payload, status, attempts, received_at"
 _STATUS_COLUMNS = ("status", "attempts", "next_attempt_at", "waiting_for", "last_error", "note", "processed_at", "id")
 _UPDATE = f"UPDATE stripe_events SET {', '.join(f'{c} = %s' for c in _STATUS_COLUMNS[:-1])} WHERE id = %s"

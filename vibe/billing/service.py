@@ -13,10 +13,11 @@ from typing import Any
 from aiohttp import web
 
 from vibe.billing import webhook
-from vibe.billing.dispatcher import NEEDS_CONFIGURATION, Dispatcher
+from vibe.billing.dispatcher import Dispatcher
 from vibe.billing.inbox import store_events
 from vibe.billing.keys import DISPATCHER, STRIPE_HANDLERS, STRIPE_INBOX
 from vibe.billing.registry import collect_stripe_handlers
+from vibe.billing.retries import NEEDS_CONFIGURATION
 from vibe.db.groupcommit import GroupCommitter
 from vibe.keys import DB, PLUGINS, SETTINGS, SHUTDOWN
 from vibe.ops import health
