@@ -34,9 +34,10 @@ async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     dispatcher = Dispatcher(app[DB], app[PLUGINS], app[STRIPE_HANDLERS], settings)
     app[DISPATCHER] = dispatcher
-    # Several loops on PostgreSQL overlap their round trips (SKIP LOCKED keeps their batches
-    # apart); SQLite has one writer, so one loop.
-    loops = settings.billing.dispatch_concurrency or (4 if settings.db.dialect == "postgresql" else 1)
+    # One loop: a batch costs a few round trips in all (vibe/billing/batch.py), and each more loop
+    # made the batches smaller and its claims scan past the rows the others hold (SKIP LOCKED).
+    # More loops (PostgreSQL; SQLite has one writer) wake only for a backlog: see Dispatcher.wake.
+    loops = settings.billing.dispatch_concurrency or 1
     tasks = [asyncio.create_task(dispatcher.run(), name=f"stripe-dispatcher-{i}")
              for i in range(loops if settings.billing.worker else 0)]
     try:
