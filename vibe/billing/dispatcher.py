@@ -52,6 +52,7 @@ class Dispatcher:
         # Waking: a loop that is awake (`_working`) looks again before it sleeps when `_news`
         # came meanwhile; with none awake, one sleeping loop (each waits on its own event) looks.
         self._news, self._working, self._asleep = False, 0, []
+        self._bodies: dict[str, dict] = {}  # event id -> body parsed at the door, until claimed
         # Since start, in this process: events that ended `processed`, and events run (attempts,
         # whatever their outcome) and how many of those failed (transient or configuration).
         self.processed, self.attempts, self.failed_attempts = 0, 0, 0
@@ -64,9 +65,14 @@ class Dispatcher:
         self.last_error = describe(exc)
         self.last_error_at = time.time()
 
-    def wake(self) -> None:
+    def wake(self, body: dict | None = None) -> None:
         """New work was stored: look now rather than at the next poll (one loop, not every one:
-        they would all look for one batch; a full batch wakes another, see `_batch`)."""
+        they would all look for one batch; a full batch wakes another, see `_batch`). `body`: the
+        stored event, parsed, kept until this process claims it (the last 500, at most)."""
+        if body is not None:
+            self._bodies[body["id"]] = body
+            if len(self._bodies) > 500:  # claimed by another instance, say
+                del self._bodies[next(iter(self._bodies))]
         self._news = True
         if not self._working:
             self._rouse()
@@ -161,12 +167,15 @@ class Dispatcher:
             if len(rows) >= (limit or self.batch_size):
                 self._rouse()  # more may be due: another loop takes the next batch meanwhile
             rows.sort(key=lambda r: (int(r["created"]), type_rank(r["type"]), r["received_at"]))
-            events = [stored_event(row) for row in rows]
+            events = [self._bodies.pop(row["id"], None) or stored_event(row) for row in rows]
             # What the events would each read (versions, linked profiles), read once for all.
             batch = await BatchReads.read(tx, [e for e in events if e is not None]) if len(rows) > 1 else None
             customers: set[str] = set()
-            updates = [await self._run(tx, row, customers, event=event, batch=batch)
-                       for row, event in zip(rows, events)]
+            updates = []
+            for row, event in zip(rows, events):
+                updates.append(await self._run(tx, row, customers, event=event, batch=batch))
+                if len(updates) % 8 == 0:
+                    await asyncio.sleep(0)  # events that make no round trip never yield: let requests in
             # What the events gathered, written once after all of them: a write per event would
             # take the shared rollup rows' locks early and hold them while the next event waits
             # on rows another transaction holds (a deadlock).

@@ -36,6 +36,7 @@ class InboxEvent:
     received_at: float
     status: str  # "pending", or "skipped" when STRIPE_LIVEMODE filters it out
     note: str | None = None
+    body: dict | None = dataclasses.field(default=None, compare=False, repr=False)  # `payload`, parsed
 
     def row(self) -> tuple[Any, ...]:
         return (self.id, self.type, self.created, self.livemode, self.account, self.api_version,
@@ -106,7 +107,7 @@ def parse_event(body: bytes, settings: Settings, received_at: float | None = Non
         id=event_id, type=event_type, created=created, livemode=livemode, account=account,
         api_version=api_version, object_id=object_id if isinstance(object_id, str) else None,
         payload=text, received_at=time.time() if received_at is None else received_at,
-        status=status, note=note,
+        status=status, note=note, body=event,
     )
 
 

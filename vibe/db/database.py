@@ -53,6 +53,8 @@ def safe_params(params: Sequence[Any]) -> Sequence[Any]:
     for index, value in enumerate(params):
         kind = type(value)
         if kind is str:
+            if value.isascii() and "\x00" not in value:  # the common case, without a call
+                continue
             new = safe_text(value)
         elif kind is list or kind is tuple:
             new = safe_params(value)
