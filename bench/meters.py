@@ -134,8 +134,9 @@ class PgStatementLog:
     """PostgreSQL's own CPU figures for every round trip of the bench's database
     (`log_statement_stats = on` for that database only, set and reset here: each query string
     is logged with the user and system CPU its backend spent on it), ranked by total CPU. A round
-    trip is named by its last statement, the one its caller waited for (the deferred writes
-    before it ride along and are counted under it); prepared statements show as their text."""
+    trip is named by its last statement, the one its caller waited for (`[+ deferred]`: the
+    deferred writes before it rode along, counted under it); prepared statements show as their
+    text."""
 
     def __init__(self, log_path: str, database_url: str):
         self.path, self.url = Path(log_path), database_url
@@ -188,7 +189,7 @@ class PgStatementLog:
             if end <= self.counted_from:
                 continue
             parts = [_normalise(p, prepared) for p in sql.split(";\n") if p.strip()]
-            key = parts[-1] if parts else "?"
+            key = (parts[-1] if parts else "?") + (" [+ deferred]" if len(parts) > 1 else "")
             cpu[key] += seconds
             trips[key] += 1
             statements.update(parts)
