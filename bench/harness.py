@@ -113,8 +113,10 @@ async def server(args: list[str], env: dict[str, str], port: int) -> AsyncIterat
         await proc.wait()
 
 
-def vibe_server(env: dict[str, str], port: int):
-    return server([str(ROOT / "run.py"), "serve", "--port", str(port)], env, port)
+def vibe_server(env: dict[str, str], port: int, workers: int = 1):
+    """`python run.py serve` (with `--workers N`, N > 1: a parent and N worker processes)."""
+    args = [str(ROOT / "run.py"), "serve", "--port", str(port)]
+    return server(args + (["--workers", str(workers)] if workers > 1 else []), env, port)
 
 
 def bare_server(port: int):

@@ -24,6 +24,28 @@ from bench.harness import SERVER_PIDS
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and every process descended from it (walking /proc/*/stat's parent ids)."""
+    parents: dict[int, list[int]] = collections.defaultdict(list)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(fields[1])].append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo.extend(parents.get(found[-1], ()))
+    return found
+
+
+def tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of `pid` and each of its descendants (`serve --workers N`: the parent,
+    its workers, multiprocessing's resource tracker), by process id."""
+    return {p: cpu for p in tree(pid) if (cpu := process_cpu(p)) is not None}
+
+
 def process_cpu(pid: int) -> float | None:
     """User + system CPU seconds of process `pid` so far (Linux /proc), else None."""
     try:
@@ -41,7 +63,8 @@ async def backends(db) -> list[int]:
 
 
 class Meter:
-    """CPU seconds between start and stop: `service` (the server behind `base`) and `database`
+    """CPU seconds between start and stop: `service` (the server behind `base` with every
+    process descended from it, e.g. `serve --workers N`'s workers) and `database`
     (the PostgreSQL backends of `db`'s database, None without `db`). A backend that appeared
     in between counts from zero; one that left in between is missed (the pool keeps them)."""
 
@@ -49,7 +72,7 @@ class Meter:
         self.pid, self.db = SERVER_PIDS[base], db
 
     def start(self) -> "Meter":
-        self._service, self._backends = process_cpu(self.pid), {}
+        self._service, self._backends = tree_cpu(self.pid), {}
         return self
 
     async def astart(self) -> "Meter":
@@ -59,7 +82,8 @@ class Meter:
         return self
 
     def stop(self) -> dict:
-        return {"service": (process_cpu(self.pid) or 0.0) - (self._service or 0.0), "database": None}
+        now = tree_cpu(self.pid)
+        return {"service": sum(cpu - self._service.get(pid, 0.0) for pid, cpu in now.items()), "database": None}
 
     async def astop(self) -> dict:
         out = self.stop()
@@ -71,7 +95,8 @@ class Meter:
 
 class PySpy:
     """py-spy record of the service, non-blocking (it never stops the process), one raw file of
-    collapsed stacks per round; `report` ranks functions by own and by inclusive samples."""
+    collapsed stacks per round (every process of the service: `--subprocesses`); `report` ranks
+    functions by own and by inclusive samples."""
 
     def __init__(self, base: str, folder: Path, label: str, rate: int = 250):
         if shutil.which("py-spy") is None:
@@ -85,7 +110,7 @@ class PySpy:
         path = self.folder / f"{self.label}-round{round_no}.txt"
         self.files.append(path)
         self._proc = subprocess.Popen(["py-spy", "record", "--pid", str(self.pid), "--rate", str(self.rate),
-                                       "--nonblocking", "--format", "raw", "--output", str(path)],
+                                       "--nonblocking", "--subprocesses", "--format", "raw", "--output", str(path)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     async def stop(self) -> None:

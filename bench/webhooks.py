@@ -3,8 +3,10 @@
     apt-get install -y wrk          # Debian's wrk 4.1 (or build https://github.com/wg/wrk)
     python bench/webhooks.py        # PostgreSQL and SQLite, 3 rounds of 8 s, 16 connections, 2 threads
     python bench/webhooks.py --db postgresql --rounds 1 --json
+    python bench/webhooks.py --db postgresql --workers 2   # serve --workers 2
 
-For each database it starts `python run.py serve` on a fresh database (PostgreSQL: a schema of its
+For each database it starts `python run.py serve` (`--workers N`: N processes on one port, the
+service's CPU summed over the parent and all its descendants) on a fresh database (PostgreSQL: a schema of its
 own in DATABASE_URL's database, default postgresql://postgres@127.0.0.1:5432/bench, dropped
 afterwards; SQLite: a file) and bench/bare_server.py, links 200 customers to users (each a
 `customer.created` and a `customer.subscription.created`), then, each round, drives both with the
@@ -42,7 +44,8 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the project, not be
 import aiohttp  # noqa: E402
 
 from bench.harness import bare_server, describe_machine, free_port, fresh_database, vibe_server  # noqa: E402
-from bench.meters import Meter, PgStatementLog, PySpy  # noqa: E402
+from bench.harness import SERVER_PIDS  # noqa: E402
+from bench.meters import Meter, PgStatementLog, PySpy, tree  # noqa: E402
 from bench.wrk import run_wrk, write_events  # noqa: E402
 from vibe.billing import signature as stripe_signature  # noqa: E402
 from vibe.config import Settings  # noqa: E402
@@ -114,6 +117,17 @@ async def audit(db, prefix: str) -> dict:
         effects = await tx.fetchval("SELECT COUNT(*) FROM analytics_events WHERE message_id LIKE %s",
                                     (f"subscription:{prefix}%",))
     return {"statuses": {r["status"]: int(r["n"]) for r in rows}, "analytics_events": int(effects)}
+
+
+async def workers_up(base: str, workers: int, timeout: float = 60) -> None:
+    """With `--workers N`, wait until the parent has its N workers (each started the app: the
+    first answering /health says nothing of the others), then a second for their start-up."""
+    if workers <= 1:
+        return
+    deadline = time.monotonic() + timeout
+    while len(tree(SERVER_PIDS[base])) < workers + 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(2)
 
 
 def bare_figures(load: dict, cpu: dict) -> dict:
@@ -189,7 +203,8 @@ def medians(rounds: list[dict]) -> dict:
 
 
 async def bench_database(kind: str, workdir: Path) -> dict:
-    say(f"\n== {kind}: {OPTIONS.rounds} rounds of wrk -t{OPTIONS.threads} -c{OPTIONS.connections} "
+    workers = f"{OPTIONS.workers} worker process{'es' if OPTIONS.workers > 1 else ''}"
+    say(f"\n== {kind}, serve --workers {OPTIONS.workers} ({workers}): {OPTIONS.rounds} rounds of wrk -t{OPTIONS.threads} -c{OPTIONS.connections} "
         f"-d{OPTIONS.seconds:g}s, {OPTIONS.customers} customers ==")
     with fresh_database(kind, workdir, OPTIONS.pg_url) as database_url:
         env = {"DATABASE_URL": database_url, "STRIPE_WEBHOOK_SECRET": SECRET, "VIBE_DATA_DIR": str(workdir / "var"),
@@ -203,7 +218,8 @@ async def bench_database(kind: str, workdir: Path) -> dict:
         db = create_database(Settings.from_env({"DATABASE_URL": database_url, "MAX_DB_CONNECTIONS": "1"}))
         await db.open()
         try:
-            async with vibe_server(env, port) as base, bare_server(bare_port) as bare:
+            async with vibe_server(env, port, OPTIONS.workers) as base, bare_server(bare_port) as bare:
+                await workers_up(base, OPTIONS.workers)
                 pairs = await seed(base + "/functions/v1/stripe-webhook", OPTIONS.customers)
                 await drain(db)
                 profilers = [PySpy(base, Path(OPTIONS.py_spy), kind)] if OPTIONS.py_spy else []
@@ -224,7 +240,8 @@ async def bench_database(kind: str, workdir: Path) -> dict:
                 statement_log.end()
     m = medians(rounds)
     pg = f", PostgreSQL {m['postgresql_cpu_us']:,.0f} us" if m["postgresql_cpu_us"] is not None else ""
-    say(f"  median   processed {m['processed_rate']:,.0f}/s = {m['share_of_bare']:.1%} of bare "
+    m["workers"] = OPTIONS.workers
+    say(f"  median   {OPTIONS.workers} worker{'s' if OPTIONS.workers > 1 else ''}: processed {m['processed_rate']:,.0f}/s = {m['share_of_bare']:.1%} of bare "
         f"({m['bare_rate']:,.0f}/s, {m['bare_cpu_us']:,.0f} us/request); p99 {m['p99_ms_range'][0]:.1f}-"
         f"{m['p99_ms_range'][1]:.1f} ms; non-2xx {m['non_2xx']}; every acknowledged event processed once: "
         f"{'yes' if m['all_acknowledged_processed'] else 'NO'}; CPU per event: service {m['service_cpu_us']:,.0f} us{pg}")
@@ -244,6 +261,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60_000, help="distinct events per round (more than get sent)")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the service, e.g. VIBE_EMAIL_WORKER=false")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="serve --workers N: N processes on one port (the CPU is summed over all of them)")
     parser.add_argument("--py-spy", metavar="DIR", help="profile the service with py-spy into DIR")
     parser.add_argument("--pg-log", metavar="PATH", help="PostgreSQL's log file: log and rank every statement")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
