@@ -27,12 +27,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def fresh_database(kind: str, workdir: Path) -> Iterator[str]:
-    """A DATABASE_URL for an empty database: a SQLite file, or a new PostgreSQL schema."""
+def fresh_database(kind: str, workdir: Path, base: str | None = None) -> Iterator[str]:
+    """A DATABASE_URL for an empty database: a SQLite file, or a new PostgreSQL schema (in
+    `base`, else DATABASE_URL's database, else the `test` database)."""
     if kind == "sqlite":
         yield f"sqlite:///{workdir / f'bench-{uuid.uuid4().hex[:6]}.db'}"
         return
-    base = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test"
+    base = base or os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test"
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     conn = psycopg2.connect(base)
     conn.autocommit = True
@@ -112,8 +113,10 @@ async def server(args: list[str], env: dict[str, str], port: int) -> AsyncIterat
         await proc.wait()
 
 
-def vibe_server(env: dict[str, str], port: int):
-    return server([str(ROOT / "run.py"), "serve", "--port", str(port)], env, port)
+def vibe_server(env: dict[str, str], port: int, workers: int = 1):
+    """`python run.py serve` (with `--workers N`, N > 1: a parent and N worker processes)."""
+    args = [str(ROOT / "run.py"), "serve", "--port", str(port)]
+    return server(args + (["--workers", str(workers)] if workers > 1 else []), env, port)
 
 
 def bare_server(port: int):

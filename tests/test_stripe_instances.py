@@ -11,7 +11,7 @@ from vibe.plugins.hookspecs import hookimpl
 
 class Counter:
     """Counts committed processing: each call writes a row in the event's transaction (a call
-    that is rolled back, say on the batch's fast path, leaves nothing)."""
+    that is rolled back, say with its event's savepoint, leaves nothing)."""
 
     @hookimpl
     async def stripe_event_processed(self, ctx, event):

@@ -10,37 +10,34 @@ A failing handler rolls back only its own event, which is marked `failed` with t
 retried with exponential backoff and full jitter; after STRIPE_MAX_ATTEMPTS it is `dead`. An
 event that needs configuration (`ConfigurationNeeded`: a price that maps to no tier) is `failed`
 with a note naming the setting and no next attempt: no retry on a timer can fix it, so it waits,
-outside the count of attempts, for `events replay --failed` after the operator fixes the setting.
+outside the count of attempts, for `events replay --failed` after the operator fixes the setting
+(vibe/billing/retries.py).
 Since all state is in the table, a restart resumes where the last process stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 import time
-import traceback
 from typing import Any
 
 import pluggy
 
-from vibe.billing.inbox import CLAIM_COLUMNS, claim_one, defer_status_updates
-from vibe.billing.outcomes import EventOutcome, WaitForCustomer
+from vibe.billing.batch import BatchReads
+from vibe.billing.inbox import CLAIM_COLUMNS, claim_one, defer_status_updates, stored_event
 from vibe.billing.registry import Handler
-from vibe.billing.state import ConfigurationNeeded, type_rank
+from vibe.billing.retries import describe, outcome
+from vibe.billing.state import type_rank
 from vibe.config import Settings
 from vibe.db.database import Database, DatabaseUnavailable, Transaction
 from vibe.plugins.context import StripeEventContext
-from vibe.web.errors import ApiError
 from vibe.web.json_body import load_json
 from vibe.web.shutdown import wait_event
 
 log = logging.getLogger(__name__)
 
 DUE_STATUSES = ("pending", "failed", "waiting")
-NEEDS_CONFIGURATION = "needs configuration"  # how the note of such an event starts
 
 
 class Dispatcher:
@@ -51,8 +48,11 @@ class Dispatcher:
         self.handlers = handlers
         self.settings = settings
         self.batch_size = batch_size
-        self._wake = asyncio.Event()
         self._stopping = False
+        # Waking: a loop that is awake (`_working`) looks again before it sleeps when `_news`
+        # came meanwhile; with none awake, one sleeping loop (each waits on its own event) looks.
+        self._news, self._working, self._asleep = False, 0, []
+        self._bodies: dict[str, dict] = {}  # event id -> body parsed at the door, until claimed
         # Since start, in this process: events that ended `processed`, and events run (attempts,
         # whatever their outcome) and how many of those failed (transient or configuration).
         self.processed, self.attempts, self.failed_attempts = 0, 0, 0
@@ -62,28 +62,38 @@ class Dispatcher:
 
     def _batch_failed(self, exc: BaseException) -> None:
         self.failed_batches += 1
-        self.last_error = _describe(exc)
+        self.last_error = describe(exc)
         self.last_error_at = time.time()
 
-    def wake(self) -> None:
-        """New work was stored: look now rather than at the next poll."""
-        self._wake.set()
+    def wake(self, body: dict | None = None) -> None:
+        """New work was stored: look now rather than at the next poll (one loop, not every one:
+        they would all look for one batch; a full batch wakes another, see `_batch`). `body`: the
+        stored event, parsed, kept until this process claims it (the last 500, at most)."""
+        if body is not None:
+            self._bodies[body["id"]] = body
+            if len(self._bodies) > 500:  # claimed by another instance, say
+                del self._bodies[next(iter(self._bodies))]
+        self._news = True
+        if not self._working:
+            self._rouse()
 
-    def backoff(self, attempts: int) -> float:
-        """Full-jitter exponential backoff for the `attempts`-th failure."""
-        cap = min(self.settings.billing.retry_max_seconds,
-                  self.settings.billing.retry_base_seconds * 2 ** (attempts - 1))
-        return random.uniform(cap / 2, cap)
+    def _rouse(self) -> None:
+        if self._asleep:
+            self._asleep.pop().set()
 
     async def run(self) -> None:
         """The background loop (started and stopped by the app's cleanup context)."""
         failures = 0
+        self._working += 1
         while not self._stopping:
             await self._pause(self.settings.billing.poll_seconds)
-            self._wake.clear()
             try:
-                while not self._stopping and await self.process_due():
-                    pass
+                probe = True
+                while not self._stopping:
+                    self._news = False
+                    if not await self.process_due(probe=probe):
+                        break
+                    probe = False  # there was work: look for more at once
                 failures = 0
             except DatabaseUnavailable as exc:  # the database's alert, not the batches' (see the probe)
                 failures += 1
@@ -96,25 +106,36 @@ class Dispatcher:
                 await self._pause(1.0)
 
     async def _pause(self, seconds: float) -> None:
-        """Sleep, unless new work (a stored event: the database is back) wakes us first."""
-        await wait_event(self._wake, seconds)
+        """Sleep, unless new work (a stored event: the database is back) came or wakes us first."""
+        if self._news or self._stopping:
+            return
+        woken = asyncio.Event()
+        self._asleep.append(woken)
+        self._working -= 1
+        try:
+            await wait_event(woken, seconds)
+        finally:
+            self._working += 1
+            if woken in self._asleep:
+                self._asleep.remove(woken)
 
     def stop(self) -> None:
         self._stopping = True
-        self._wake.set()
+        for woken in self._asleep:
+            woken.set()
 
-    async def process_due(self, limit: int | None = None) -> int:
+    async def process_due(self, limit: int | None = None, *, probe: bool = True) -> int:
         """Claim and process one batch of due events; return how many were claimed.
 
-        Fast path: the whole batch runs under one savepoint. If any handler raises (a failure,
-        or an outcome such as stale or waiting), the batch rolls back to it and runs again with
-        a savepoint per event, so one event's trouble never touches another's effects. Should
-        the batch's transaction fail all the same (whatever aborts it), its events run again
-        one transaction each (`_one_by_one`): one event can never hold back the others.
+        Each event runs in a savepoint of its own, so one event's trouble (a failure; stale,
+        waiting) never touches another's effects; a savepoint costs nothing while its event makes
+        no round trip (vibe.db.database). Should the batch's transaction fail all the same, its
+        events run again one transaction each (`_one_by_one`): none holds back the others.
         """
         now = time.time()
-        # A plain read first: an idle poll takes no write lock (SQLite) and opens no transaction.
-        if not await self.db.fetchval(
+        # A plain read first (`probe`, unless the last batch found work): an idle poll takes no
+        # write lock (SQLite) and opens no transaction.
+        if probe and not await self.db.fetchval(
             "SELECT 1 FROM stripe_events WHERE status IN ('pending', 'failed', 'waiting') "
             "AND next_attempt_at <= %s LIMIT 1", (now,)
         ):
@@ -143,23 +164,22 @@ class Dispatcher:
             if not rows:
                 return 0
             claimed.extend(row["id"] for row in rows)
+            if len(rows) >= (limit or self.batch_size):
+                self._rouse()  # more may be due: another loop takes the next batch meanwhile
             rows.sort(key=lambda r: (int(r["created"]), type_rank(r["type"]), r["received_at"]))
+            events = [self._bodies.pop(row["id"], None) or stored_event(row) for row in rows]
+            # What the events would each read (versions, linked profiles), read once for all.
+            batch = await BatchReads.read(tx, [e for e in events if e is not None]) if len(rows) > 1 else None
             customers: set[str] = set()
-            try:
-                async with tx.savepoint():
-                    updates = [await self._run(tx, row, customers, isolated=False) for row in rows]
-                    try:
-                        await tx.flush_collected()  # what the batch gathered, inside its savepoint
-                    except DatabaseUnavailable:
-                        raise
-                    except Exception as exc:
-                        raise _RunIsolated from exc
-            except _RunIsolated:
-                updates = [await self._run(tx, row, customers, isolated=True) for row in rows]
-                # What the surviving events gathered, written once after all of them: a write
-                # per event would take the shared rollup rows' locks early and hold them while
-                # the next event waits on rows another transaction holds (a deadlock).
-                await tx.flush_collected()
+            updates = []
+            for row, event in zip(rows, events):
+                updates.append(await self._run(tx, row, customers, event=event, batch=batch))
+                if len(updates) % 8 == 0:
+                    await asyncio.sleep(0)  # events that make no round trip never yield: let requests in
+            # What the events gathered, written once after all of them: a write per event would
+            # take the shared rollup rows' locks early and hold them while the next event waits
+            # on rows another transaction holds (a deadlock).
+            await tx.flush_collected()
             defer_status_updates(tx, updates)
         self.failed_batches = 0
         self._count(updates)
@@ -176,7 +196,7 @@ class Dispatcher:
                 async with self.db.transaction() as tx:
                     if (row := await claim_one(tx, event_id)) is None:
                         continue
-                    updates = [await self._run(tx, row, customers, isolated=True)]
+                    updates = [await self._run(tx, row, customers)]
                     defer_status_updates(tx, updates)
             except DatabaseUnavailable:
                 raise
@@ -185,10 +205,10 @@ class Dispatcher:
                     if (row := await claim_one(tx, event_id)) is None:
                         continue
                     now = time.time()
-                    outcome = self._outcome(exc, row, now, int(row["attempts"]))  # status, note, error, next, waiting, n
+                    ended = outcome(self.settings.billing, exc, row, now, int(row["attempts"]))  # status, note, error, next, waiting, n
                     cause = updates[0][4] if updates else None  # what failed first, not the COMMIT after it
-                    updates = [(outcome[0], outcome[5], *outcome[3:5], cause or outcome[2], outcome[1], now, event_id)]
-                    self.last_error = f"event {event_id} fails its own transaction: {cause or outcome[2]}"
+                    updates = [(ended[0], ended[5], *ended[3:5], cause or ended[2], ended[1], now, event_id)]
+                    self.last_error = f"event {event_id} fails its own transaction: {cause or ended[2]}"
                     defer_status_updates(tx, updates)
             self._count(updates)
             await self._wake_linked(customers)
@@ -230,71 +250,45 @@ class Dispatcher:
                     continue
                 row["attempts"] = 0  # a replay gets a fresh set of attempts
                 customers: set[str] = set()
-                updates = [await self._run(tx, row, customers, isolated=True)]
+                updates = [await self._run(tx, row, customers)]
                 defer_status_updates(tx, updates)
             self._count(updates)
             await self._wake_linked(customers)
             out.append(await self.db.fetchone("SELECT * FROM stripe_events WHERE id = %s", (event_id,)))
         return out
 
-    async def _run(self, tx: Transaction, row: dict[str, Any], customers: set[str], *, isolated: bool) -> tuple:
-        """Run the event's handler; return the parameters of its status update (`_UPDATE`).
-        Customers it linked or waits for are added to `customers`. A stored body that does not
-        parse (or nests deeper than vibe.web.json_body allows) fails like a handler would."""
+    async def _run(self, tx: Transaction, row: dict[str, Any], customers: set[str], *,
+                   event: dict | None = None, batch: BatchReads | None = None) -> tuple:
+        """Run the event's handler in a savepoint; return its status update's parameters. Customers
+        it linked or waits for go into `customers`. A stored body that does not parse (or nests
+        too deep: vibe.web.json_body) fails like a handler would. `event`: the body, if parsed
+        already; `batch`: what the batch read for its events (vibe.billing.batch)."""
         handler = self.handlers.get(row["type"])
         now = time.time()
         status, note, error, next_at, waiting_for = "processed", None, None, None, None
         attempts = int(row["attempts"])
+        ctx = None
         try:
-            event = load_json(row["payload"], "The stored event")
-            ctx = StripeEventContext(tx=tx, settings=self.settings, pm=self.pm, now=now, event=event)
-            async with tx.savepoint() if isolated else contextlib.nullcontext():
+            event = event if event is not None else load_json(row["payload"], "The stored event")
+            ctx = StripeEventContext(tx=tx, settings=self.settings, pm=self.pm, now=now, event=event, batch=batch)
+            if batch is not None:
+                batch.begin(ctx)
+            async with tx.savepoint():
                 if handler is None:
                     status, note = "ignored", "no handler for this event type"
                 else:
                     note = await handler(ctx)
                 await ctx.announce("stripe_event_processed", event=event, outcome=status)
             customers |= ctx.linked_customers
+            if batch is not None:
+                batch.end(ctx, ok=True)
         except DatabaseUnavailable:
             raise
         except Exception as exc:
-            if not isolated:
-                raise _RunIsolated from exc
-            status, note, error, next_at, waiting_for, attempts = self._outcome(exc, row, now, attempts)
+            if batch is not None and ctx is not None:
+                batch.end(ctx, ok=False)
+            status, note, error, next_at, waiting_for, attempts = outcome(self.settings.billing, exc, row, now, attempts)
             if waiting_for:
                 customers.add(waiting_for)
         return (status, attempts, next_at, waiting_for, error,
                 None if note is None else str(note)[:2000], now, row["id"])
-
-    def _outcome(self, exc: Exception, row: dict[str, Any], now: float, attempts: int) -> tuple:
-        """status, note, error, next_attempt_at, waiting_for, attempts after `exc`."""
-        if isinstance(exc, WaitForCustomer):
-            age = now - float(row["received_at"])
-            if age > self.settings.billing.wait_timeout_seconds:
-                return "dead", str(exc), f"gave up: {exc}", None, exc.customer_id, attempts
-            # Woken by the link (see _wake_linked); rechecked now and then all the same.
-            recheck = min(60.0, max(1.0, age), self.settings.billing.retry_max_seconds)
-            return "waiting", str(exc), None, now + recheck, exc.customer_id, attempts
-        if isinstance(exc, EventOutcome):
-            return exc.status, str(exc) or None, None, None, None, attempts
-        error = _describe(exc)
-        if isinstance(exc, ConfigurationNeeded):  # no retry can fix it: no next attempt, no count
-            note = f"{NEEDS_CONFIGURATION} ({exc.setting}): {exc} (then: python run.py events replay --failed)"
-            log.error("stripe event %s (%s) %s", row["id"], row["type"], note)
-            return "failed", note, error, None, None, attempts
-        attempts += 1  # the handler failed: retry later, from the stored row
-        if attempts >= self.settings.billing.max_attempts:
-            log.error("stripe event %s (%s) dead after %d attempts: %s", row["id"], row["type"], attempts, error)
-            return "dead", None, error, None, None, attempts
-        log.warning("stripe event %s (%s) failed (attempt %d): %s", row["id"], row["type"], attempts, error)
-        return "failed", None, error, now + self.backoff(attempts), None, attempts
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ApiError):
-        return f"{exc.code}: {exc.message}"[:2000]
-    return "".join(traceback.format_exception_only(exc)).strip()[:2000]
-
-
-class _RunIsolated(Exception):
-    """A handler raised on the batch's fast path: run the batch again, one savepoint per event."""

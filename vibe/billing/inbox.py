@@ -36,6 +36,7 @@ class InboxEvent:
     received_at: float
     status: str  # "pending", or "skipped" when STRIPE_LIVEMODE filters it out
     note: str | None = None
+    body: dict | None = dataclasses.field(default=None, compare=False, repr=False)  # `payload`, parsed
 
     def row(self) -> tuple[Any, ...]:
         return (self.id, self.type, self.created, self.livemode, self.account, self.api_version,
@@ -106,7 +107,7 @@ def parse_event(body: bytes, settings: Settings, received_at: float | None = Non
         id=event_id, type=event_type, created=created, livemode=livemode, account=account,
         api_version=api_version, object_id=object_id if isinstance(object_id, str) else None,
         payload=text, received_at=time.time() if received_at is None else received_at,
-        status=status, note=note,
+        status=status, note=note, body=event,
     )
 
 
@@ -142,6 +143,15 @@ async def claim_one(tx: Transaction, event_id: str) -> dict[str, Any] | None:
         f"SELECT {CLAIM_COLUMNS} FROM stripe_events WHERE id = %s "
         "AND status IN ('pending', 'failed', 'waiting') AND next_attempt_at <= %s FOR UPDATE",
         (event_id, time.time()))
+
+
+def stored_event(row: dict[str, Any]) -> dict | None:
+    """A claimed row's body, parsed; None when it does not parse (the event fails as it runs)."""
+    try:
+        event = load_json(row["payload"], "The stored event")
+    except ApiError:
+        return None
+    return event if isinstance(event, dict) else None
 
 
 CLAIM_COLUMNS = "id, type, created, payload, status, attempts, received_at"

@@ -14,10 +14,11 @@ from aiohttp import web
 
 from vibe.billing import checkout, webhook
 from vibe.billing.catchup import CatchUp
-from vibe.billing.dispatcher import NEEDS_CONFIGURATION, Dispatcher
+from vibe.billing.dispatcher import Dispatcher
 from vibe.billing.inbox import store_events
 from vibe.billing.keys import CATCHUP, DISPATCHER, STRIPE_API, STRIPE_HANDLERS, STRIPE_INBOX
 from vibe.billing.registry import collect_stripe_handlers
+from vibe.billing.retries import NEEDS_CONFIGURATION
 from vibe.billing.stripe_api import disabled_reason, stripe_api_ctx
 from vibe.db.groupcommit import GroupCommitter
 from vibe.keys import DB, PLUGINS, SETTINGS, SHUTDOWN
@@ -35,9 +36,10 @@ async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     dispatcher = Dispatcher(app[DB], app[PLUGINS], app[STRIPE_HANDLERS], settings)
     app[DISPATCHER] = dispatcher
-    # Several loops on PostgreSQL overlap their round trips (SKIP LOCKED keeps their batches
-    # apart); SQLite has one writer, so one loop.
-    loops = settings.billing.dispatch_concurrency or (4 if settings.db.dialect == "postgresql" else 1)
+    # One loop: a batch costs a few round trips in all (vibe/billing/batch.py), and each more loop
+    # made the batches smaller and its claims scan past the rows the others hold (SKIP LOCKED).
+    # More loops (PostgreSQL; SQLite has one writer) wake only for a backlog: see Dispatcher.wake.
+    loops = settings.billing.dispatch_concurrency or 1
     tasks = [asyncio.create_task(dispatcher.run(), name=f"stripe-dispatcher-{i}")
              for i in range(loops if settings.billing.worker else 0)]
     try:

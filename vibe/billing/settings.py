@@ -100,8 +100,9 @@ class BillingSettings:
         "STRIPE_EXTRA_EVENT_TYPES", (), "event types newer than the installed stripe library, for plugins")
     worker: bool = setting("VIBE_STRIPE_WORKER", True,
                            "`false`: store events but leave processing to other instances")
-    dispatch_concurrency: int = setting("STRIPE_DISPATCH_CONCURRENCY", 0, "dispatcher loops in one process",
-                                        minimum=0, default_text="4 (PostgreSQL), 1 (SQLite)")
+    dispatch_concurrency: int = setting(
+        "STRIPE_DISPATCH_CONCURRENCY", 0, "dispatcher loops in one process (PostgreSQL: more share a backlog, "
+        "each taking the next full batch)", minimum=0, default_text="1")
     failing_batches: int = setting(
         "STRIPE_FAILING_BATCHES", 3, "dispatcher batches failed in a row after which `/health` says degraded "
         "(and the alert watchdog fires)", minimum=1)

@@ -52,6 +52,8 @@ async def claim_version(ctx: StripeEventContext, object_id: str) -> bool:
     conditional upsert: it takes the row lock, so concurrent events of one object serialise.
     """
     rank = type_rank(ctx.event["type"])
+    if ctx.batch is not None and (known := ctx.batch.claim(ctx, object_id, rank)) is not None:
+        return known  # read with the dispatcher's batch (vibe/billing/batch.py)
     rows = await ctx.tx.fetchall(
         "INSERT INTO stripe_object_versions (object_id, event_created, event_rank, event_id) "
         "VALUES (%s, %s, %s, %s) ON CONFLICT (object_id) DO UPDATE SET "
@@ -61,6 +63,8 @@ async def claim_version(ctx: StripeEventContext, object_id: str) -> bool:
         "stripe_object_versions.event_rank <= excluded.event_rank) RETURNING object_id",
         (object_id, ctx.created, rank, ctx.event_id),
     )
+    if rows and ctx.batch is not None:
+        ctx.batch.claimed(object_id, (ctx.created, rank))
     return bool(rows)
 
 
@@ -186,7 +190,8 @@ async def resolve_user(ctx: StripeEventContext, customer_id: str | None, *,
     event names, or a profile with the event's email (creating the profile and the link as
     needed); else None when there is no customer, or WaitForCustomer until a link arrives."""
     if customer_id:
-        linked = await ctx.tx.fetchone(
+        linked = ctx.batch.linked(ctx, customer_id) if ctx.batch is not None else None
+        linked = linked or await ctx.tx.fetchone(
             "SELECT p.* FROM stripe_customers c JOIN profiles p ON p.id = c.user_id WHERE c.customer_id = %s",
             (customer_id,),
         )

@@ -37,7 +37,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     event = parse_event(body, settings)
     result = await request.app[STRIPE_INBOX].submit(event)
     if not result.duplicate and event.status == "pending":
-        request.app[DISPATCHER].wake()
+        request.app[DISPATCHER].wake(event.body)  # parsed here: the dispatcher need not parse it again
     return web.json_response(
         {"received": True, "id": event.id, "type": event.type, "duplicate": result.duplicate,
          "status": result.status}

@@ -53,6 +53,8 @@ def safe_params(params: Sequence[Any]) -> Sequence[Any]:
     for index, value in enumerate(params):
         kind = type(value)
         if kind is str:
+            if value.isascii() and "\x00" not in value:  # the common case, without a call
+                continue
             new = safe_text(value)
         elif kind is list or kind is tuple:
             new = safe_params(value)
@@ -96,7 +98,8 @@ class Transaction(_Reads, abc.ABC):
     A deferred statement counts as sent only once the round trip carrying it has been built and
     handed to the server (`_hand_over`): a statement that cannot be built (a value the driver
     refuses) or a PREPARE that fails first leaves the queue as it was, so a savepoint never
-    rolls back to a name the server has not seen (issue 15).
+    rolls back to a name the server has not seen (issue 15). A savepoint whose unit ends
+    before anything of it was sent is never sent at all.
 
     `collect(flush)` goes one step further for rows of one kind that many events of a batch
     write (analytics events, say): it returns the transaction's list for `flush`, and
@@ -203,6 +206,11 @@ class Transaction(_Reads, abc.ABC):
             if not unrun:
                 self.defer(f"RELEASE SAVEPOINT {name}")
             raise
+        if self._handed <= sequence:
+            # Nothing inside reached the server: what it deferred is the enclosing unit's now, and
+            # the SAVEPOINT goes unsent (a unit that made no round trip costs none, nor the server's
+            # subtransaction). Had it failed, its statements would have been dropped unsent.
+            del self._deferred[sequence - self._handed]
         else:
             self.defer(f"RELEASE SAVEPOINT {name}")
 

@@ -1,7 +1,9 @@
 """PostgreSQL adapter: an aiopg pool.
 
 aiopg connections are in autocommit mode; a transaction is an explicit BEGIN ... COMMIT on one
-pooled connection. The pool is sized by MAX_DB_CONNECTIONS, recycles idle connections after
+pooled connection (vibe/db/postgres_transaction.py), BEGIN sent with its first statement, and a
+single statement outside a transaction (`db.fetchall`, `db.execute`, ...) is one round trip of
+its own, committed by itself. The pool is sized by MAX_DB_CONNECTIONS, recycles idle connections after
 DB_IDLE_TIMEOUT and waits at most DB_CONNECTION_TIMEOUT for a connection. Opening retries with
 backoff; a connection the server dropped is discarded, and the next request opens a new one, so
 the service recovers on its own when the database comes back.
@@ -16,36 +18,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, AsyncIterator, Iterable, Sequence
+import re
+from typing import Any, AsyncIterator
 
 import aiopg
 import psycopg2
 
-from vibe.db.database import (
-    Database,
-    DatabaseUnavailable,
-    Params,
-    Transaction,
-    safe_params,
-)
+from vibe.db.database import Database, DatabaseUnavailable, Params, Transaction
+from vibe.db.postgres_transaction import UNAVAILABLE, PostgresTransaction, is_unavailable
 from vibe.db.prepared import Statements
 from vibe.db.settings import ident
 
 log = logging.getLogger(__name__)
 
-# Errors that mean the server or the connection is gone (as opposed to a bad query).
-_UNAVAILABLE = (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionError, OSError)
-_UNAVAILABLE_CODES = {"57P01", "57P02", "57P03", "53300", "08000", "08003", "08006", "08001", "08004"}
+_UNAVAILABLE, _is_unavailable = UNAVAILABLE, is_unavailable
 
 
 def _oneline(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _is_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, psycopg2.Error) and getattr(exc, "pgcode", None) in _UNAVAILABLE_CODES:
-        return True
-    return isinstance(exc, _UNAVAILABLE) and not isinstance(exc, psycopg2.errors.QueryCanceled)
 
 
 def _keepalives(dsn: str) -> dict[str, int]:
@@ -53,79 +43,6 @@ def _keepalives(dsn: str) -> dict[str, int]:
     if any(key.startswith("keepalives") for key in psycopg2.extensions.parse_dsn(dsn)):
         return {}
     return {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
-
-
-class PostgresTransaction(Transaction):
-    dialect = "postgresql"
-
-    def __init__(self, cursor: aiopg.Cursor, statements: Statements, rls_role: str = "vibe_user"):
-        super().__init__()
-        self.rls_role = rls_role  # the role of row_security.as_user
-        self._cur = cursor
-        self._statements = statements
-        self._prepared = statements.on(cursor.connection)
-
-    async def _send(self, statements: Iterable[tuple[str, Params]]) -> None:
-        """Run `statements` after the deferred ones, in one round trip (psycopg2 binds
-        parameters on the client, so several statements go as one query string).
-
-        Every part is built before anything counts as sent: a value the driver refuses (or a
-        failing PREPARE) leaves the deferred queue untouched, savepoints included. A statement
-        that has just become hot is prepared only after what precedes it has been sent, so a
-        PREPARE never runs ahead of a deferred SAVEPOINT."""
-        queue = [*self._deferred, *statements]
-        deferred = len(self._deferred)
-        parts: list[bytes] = []
-        first = 0  # queue[first:] has not been sent yet
-        mogrify, cur = self._cur.mogrify, self._cur
-        for index, (sql, params) in enumerate(queue):
-            if not params:
-                parts.append(sql.encode())
-                continue
-            params = safe_params(params)
-            form = self._statements.find(self._prepared, sql, params)
-            if isinstance(form, str):  # to PREPARE now: what comes before it goes first
-                if parts:
-                    await self._trip(parts, max(0, min(index, deferred) - first))
-                    parts, first = [], index
-                form = await self._statements.prepare(cur, self._prepared, sql, form)
-            if form is not None and form.accepts(params):
-                parts.append(mogrify(form.execute, params))
-            else:
-                parts.append(mogrify(sql, params))
-        await self._trip(parts, max(0, deferred - first))
-
-    async def _trip(self, parts: list[bytes], deferred: int) -> None:
-        """One round trip; its first `deferred` parts are the queue's oldest deferred ones."""
-        self._hand_over(deferred)  # from here on the server may have run them
-        try:
-            await self._cur.execute(b";\n".join(parts))
-        except psycopg2.errors.FeatureNotSupported as exc:
-            if "cached plan" in str(exc):
-                # A migration changed what a prepared `SELECT *` returns. This unit of work
-                # fails like any other; the connection prepares its statements afresh (and
-                # deallocates the old ones at its next PREPARE).
-                self._prepared.clear()
-            raise
-
-    async def execute(self, sql: str, params: Params = None) -> int:
-        await self._send([(sql, params)])
-        return self._cur.rowcount
-
-    async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
-        cur = self._cur
-        await self._send([(sql, params)])
-        if cur.description is None:
-            return []
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in await cur.fetchall()]
-
-    async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
-        # aiopg has no executemany. psycopg2 binds parameters on the client, so the statements
-        # are bound one by one and sent together: one round trip for the whole batch.
-        statements = [(sql, params) for params in seq]
-        if statements:
-            await self._send(statements)
 
 
 class PostgresDatabase(Database):
@@ -241,57 +158,78 @@ class PostgresDatabase(Database):
         if self._pool is not None:
             await self._pool.release(conn)
 
-    async def _begin(self) -> tuple[aiopg.Connection, aiopg.Cursor]:
-        """A pooled connection inside BEGIN. A pooled connection the server dropped while idle
-        (a restart, pg_terminate_backend) fails here, before any work: then the idle ones are
-        all closed (they went the same way) and a fresh connection is tried once."""
-        for attempt in (1, 2):
-            conn = await self._acquire()
-            try:
-                cur = await conn.cursor()
-                await cur.execute("BEGIN")
-                return conn, cur
-            except (psycopg2.Error, *_UNAVAILABLE) as exc:
-                await self._release(conn, broken=True)
-                if not (_is_unavailable(exc) or conn.closed):
-                    raise
-                if attempt == 2:
-                    raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
-                if self._pool is not None:
-                    await self._pool.clear()
-            except BaseException:
-                # cancelled (a shutdown) while BEGIN was on its way: without this the connection
-                # stayed "in use" for ever, and the pool's close waited for it (issue 20)
-                await self._release(conn, broken=True)
-                raise
-        raise AssertionError("unreachable")
+    async def _connection(self) -> tuple[aiopg.Connection, aiopg.Cursor]:
+        """A pooled connection and a cursor on it."""
+        conn = await self._acquire()
+        try:
+            return conn, await conn.cursor()
+        except BaseException as exc:  # cancelled too: else the connection stays "in use" (issue 20)
+            await self._release(conn, broken=True)
+            if isinstance(exc, (psycopg2.Error, *_UNAVAILABLE)):
+                raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
+            raise
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        conn, cur = await self._begin()
+    async def _session(self, *, transaction: bool) -> AsyncIterator[PostgresTransaction]:
+        """A connection for one unit of work. `transaction`: BEGIN, deferred (it goes with the
+        first statement), then COMMIT, or ROLLBACK on an error; a transaction that sent nothing
+        ends without a round trip. Else statements commit one by one (autocommit). A connection
+        the server dropped while idle is replaced at the first round trip (see `_send`): then the
+        idle ones are all closed, since they went the same way."""
+        used = list(await self._connection())  # [connection, cursor]
+
+        async def reconnect() -> aiopg.Cursor:
+            used[1].close()
+            await self._release(used[0], broken=True)
+            used[0] = None
+            if self._pool is not None:
+                await self._pool.clear()
+            used[:] = await self._connection()
+            return used[1]
+
         broken = False
         try:
-            tx = PostgresTransaction(cur, self.statements, self.rls_role)
+            tx = PostgresTransaction(used[1], self.statements, self.rls_role, prepare=transaction,
+                                     reconnect=reconnect)
+            if not transaction:
+                yield tx
+                return
+            tx.defer("BEGIN")
             try:
                 yield tx
                 await tx.flush_collected()
+                if not tx.begun and len(tx._deferred) > 1:
+                    await tx.execute_deferred()  # first, alone: a first round trip never holds COMMIT
             except BaseException:
                 tx.discard_deferred()
-                if not conn.closed:
+                if tx.begun and not used[0].closed:
                     with contextlib.suppress(*_UNAVAILABLE, psycopg2.Error):
-                        await cur.execute("ROLLBACK")
+                        await used[1].execute("ROLLBACK")
                 raise
-            else:
+            if tx.begun:
                 await tx.execute("COMMIT")  # with whatever is still deferred, in one round trip
-                tx._run_after_commit()
-        except psycopg2.Error as exc:
-            if _is_unavailable(exc) or conn.closed:
-                broken = True
+            tx._run_after_commit()
+        except (psycopg2.Error, *_UNAVAILABLE) as exc:
+            broken = used[0] is None or not isinstance(exc, psycopg2.Error) or _is_unavailable(exc) \
+                or bool(used[0].closed)
+            if broken:
                 raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
             raise
-        except _UNAVAILABLE as exc:
-            broken = True
-            raise DatabaseUnavailable(f"postgresql: {_oneline(exc)}") from exc
         finally:
-            cur.close()
-            await self._release(conn, broken)
+            if used[0] is not None:
+                used[1].close()
+                await self._release(used[0], broken)
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
+        return self._session(transaction=True)
+
+    async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
+        """A read is one round trip, committed by itself (no BEGIN, no COMMIT); anything else
+        runs in a transaction (whose first round trip can be sent again: see `_send`)."""
+        if not _READ.match(sql):
+            return await super().fetchall(sql, params)
+        async with self._session(transaction=False) as tx:
+            return await tx.fetchall(sql, params)
+
+
+_READ = re.compile(r"\s*SELECT\b", re.IGNORECASE)

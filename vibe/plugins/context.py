@@ -66,6 +66,8 @@ class DomainContext:
 class StripeEventContext(DomainContext):
     event: dict = dataclasses.field(default_factory=dict)
     linked_customers: set[str] = dataclasses.field(default_factory=set)
+    # What the dispatcher's batch read for all its events (vibe.billing.batch.BatchReads), or None
+    batch: Any = None
 
     @property
     def obj(self) -> dict:

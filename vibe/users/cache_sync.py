@@ -88,19 +88,25 @@ class CacheInvalidation:
         if not user_id:
             return
         evict_user(self.app, user_id)  # now, fenced: no reader caches the row while we write it
-        # and after COMMIT: a reader that loaded the old row once the fence had lapsed (a
-        # transaction longer than CACHE_FENCE_SECONDS) put it back; it goes now, for good
-        ctx.tx.after_commit(functools.partial(evict_user, self.app, user_id))
-        if ctx.tx.dialect == "postgresql":
+        # Gathered (a batch of Stripe events changes many users, each several times), for what
+        # happens once per user and transaction: see `_gathered`.
+        ctx.tx.collect(self._gathered).append(user_id)
+
+    async def _gathered(self, tx, user_ids: list[str]) -> None:
+        """Just before COMMIT: evict the users again after it (a reader that loaded the old row
+        once the fence had lapsed, in a transaction longer than CACHE_FENCE_SECONDS, put it back;
+        it goes then, for good); on PostgreSQL, one notification for all of them."""
+        users = list(dict.fromkeys(user_ids))
+        tx.after_commit(functools.partial(self._evict_all, users))
+        if tx.dialect == "postgresql":
             if self.channel is None:  # a hook before the listener started (the dispatcher starts first)
                 self.channel = channel_for(self.app[SETTINGS].db.schema)
-            # Gathered: one notification for the transaction's users, sent before it commits
-            # (a batch of Stripe events changes many), not one per change.
-            ctx.tx.collect(self._notify).append(user_id)
+            for payload in notifications(users):
+                tx.defer("SELECT pg_notify(%s, %s)", (self.channel, payload))
 
-    async def _notify(self, tx, user_ids: list[str]) -> None:
-        for payload in notifications(user_ids):
-            tx.defer("SELECT pg_notify(%s, %s)", (self.channel, payload))
+    def _evict_all(self, user_ids: list[str]) -> None:
+        for user_id in user_ids:
+            evict_user(self.app, user_id)
 
     @hookimpl
     async def user_created(self, ctx, user):
