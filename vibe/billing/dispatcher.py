@@ -18,6 +18,7 @@ Since all state is in the table, a restart resumes where the last process stoppe
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from typing import Any
@@ -52,7 +53,8 @@ class Dispatcher:
         # Waking: a loop that is awake (`_working`) looks again before it sleeps when `_news`
         # came meanwhile; with none awake, one sleeping loop (each waits on its own event) looks.
         self._news, self._working, self._asleep = False, 0, []
-        self._bodies: dict[str, dict] = {}  # event id -> body parsed at the door, until claimed
+        # event id -> body parsed at the door, until claimed (ordered: the oldest leaves in O(1))
+        self._bodies: collections.OrderedDict[str, dict] = collections.OrderedDict()
         # Since start, in this process: events that ended `processed`, and events run (attempts,
         # whatever their outcome) and how many of those failed (transient or configuration).
         self.processed, self.attempts, self.failed_attempts = 0, 0, 0
@@ -72,7 +74,7 @@ class Dispatcher:
         if body is not None:
             self._bodies[body["id"]] = body
             if len(self._bodies) > 500:  # claimed by another instance, say
-                del self._bodies[next(iter(self._bodies))]
+                self._bodies.popitem(last=False)  # a dict's next(iter()) walks its deleted slots
         self._news = True
         if not self._working:
             self._rouse()

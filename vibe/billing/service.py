@@ -32,7 +32,7 @@ async def stripe_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[STRIPE_INBOX] = GroupCommitter(
         app[DB], store_events, max_batch=100, concurrency=2 if settings.db.dialect == "postgresql" else 1,
-        name="stripe-inbox",
+        name="stripe-inbox", one_statement=True,  # store_events: one INSERT ... ON CONFLICT DO NOTHING
     )
     dispatcher = Dispatcher(app[DB], app[PLUGINS], app[STRIPE_HANDLERS], settings)
     app[DISPATCHER] = dispatcher

@@ -237,6 +237,12 @@ class Database(_Reads, abc.ABC):
     def pool_state(self) -> dict[str, int]:
         """`size`, `in_use`, `waiting` of the connection pool."""
 
+    def one_statement(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
+        """For a unit of work that is a single write statement (atomic by itself): committed
+        when it returns. Here a transaction; PostgreSQL sends it alone, without BEGIN and COMMIT
+        (one round trip instead of two). More than one statement in it is not atomic there."""
+        return self.transaction()
+
     async def execute(self, sql: str, params: Params = None) -> int:
         async with self.transaction() as tx:
             return await tx.execute(sql, params)

@@ -7,6 +7,8 @@ exception if the transaction failed. So "2xx means committed" holds, and under l
 serves a whole batch instead of one request. With no load the batch is one item and no wait is
 added (unless `max_wait` asks to linger for company). With `weight`, `max_batch` counts what
 each item weighs (e.g. the events a request carries) instead of items; an item is never split.
+With `one_statement`, `flush` sends a single idempotent write, committed by itself
+(`Database.one_statement`: on PostgreSQL no BEGIN and no COMMIT, one round trip a batch).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ FlushFn = Callable[[Transaction, Sequence[T]], Awaitable[Sequence[R]]]
 
 class GroupCommitter(Generic[T, R]):
     def __init__(self, db: Database, flush: FlushFn, *, max_batch: int = 100, max_wait: float = 0.0,
-                 concurrency: int = 1, name: str = "group-commit", weight: Callable[[T], int] | None = None):
+                 concurrency: int = 1, name: str = "group-commit", weight: Callable[[T], int] | None = None,
+                 one_statement: bool = False):
         self._db = db
         self._flush = flush
         self.max_batch = max_batch
@@ -34,6 +37,7 @@ class GroupCommitter(Generic[T, R]):
         self.concurrency = concurrency
         self.name = name
         self._weight = weight
+        self.one_statement = one_statement  # `flush` sends one idempotent write: `Database.one_statement`
         self.pending = 0  # total weight waiting (items, without `weight`)
         self.flushing = 0  # items in transactions not yet committed
         self._queue: list[tuple[T, asyncio.Future]] = []
@@ -76,7 +80,7 @@ class GroupCommitter(Generic[T, R]):
                 continue
             self.flushing += len(batch)
             try:
-                async with self._db.transaction() as tx:
+                async with (self._db.one_statement() if self.one_statement else self._db.transaction()) as tx:
                     results = await self._flush(tx, [item for item, _ in batch])
             except BaseException as exc:  # every waiter learns the batch failed
                 self.flushing -= len(batch)

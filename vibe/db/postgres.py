@@ -223,6 +223,13 @@ class PostgresDatabase(Database):
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
         return self._session(transaction=True)
 
+    def one_statement(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
+        """One write statement in autocommit: atomic and committed (durable) when its answer
+        comes, in one round trip. On a pooled connection found dropped it is sent once more
+        (`_send`); a write that had committed just before the drop then meets its own row, so
+        it must be idempotent (the inbox's ON CONFLICT DO NOTHING)."""
+        return self._session(transaction=False)
+
     async def fetchall(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
         """A read is one round trip, committed by itself (no BEGIN, no COMMIT); anything else
         runs in a transaction (whose first round trip can be sent again: see `_send`)."""

@@ -106,11 +106,19 @@ class Metrics:
                                  ["function", "route"], buckets=BUCKETS, registry=self.registry)
         self.window = RequestWindow()
         self.state: dict[str, Any] = {}  # refreshed from the database at each scrape
+        # (resource, method, status) -> the labelled counter and histogram: `labels()` checks and
+        # locks every time; the keys are bounded like the labels (routes, methods, statuses)
+        self._children: dict[tuple, tuple[Any, Any]] = {}
 
     def observe(self, request: web.Request, status: int, seconds: float) -> None:
-        function, route = route_of(request)
-        self.requests.labels(function, request.method, str(status)).inc()
-        self.latency.labels(function, route).observe(seconds)
+        key = (request.match_info.route.resource, request.method, status)
+        children = self._children.get(key)
+        if children is None:
+            function, route = route_of(request)
+            children = self._children[key] = (self.requests.labels(function, request.method, str(status)),
+                                              self.latency.labels(function, route))
+        children[0].inc()
+        children[1].observe(seconds)
         self.window.add(status, seconds)
 
 
