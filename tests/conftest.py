@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 import tokens
+from aiohttp import web
 from databases import PostgresSchemas, SqliteTemplate
 
 from vibe.billing import signature as stripe_signature
@@ -273,3 +274,18 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+async def receiver(aiohttp_server):
+    """A webhook receiver on loopback (alerts): the JSON bodies it got, and its URL."""
+    received: list[dict] = []
+
+    async def hook(request):
+        received.append(await request.json())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    server = await aiohttp_server(app)
+    return received, str(server.make_url("/hook"))

@@ -3,26 +3,10 @@ the cooldown, and a dead target never hurts the service."""
 
 import asyncio
 
-import pytest
-from aiohttp import web
 from conftest import wait_until
 from ops_support import TroublePlugin
 
 from vibe.ops.keys import WATCHDOG
-
-
-@pytest.fixture
-async def receiver(aiohttp_server):
-    received: list[dict] = []
-
-    async def hook(request):
-        received.append(await request.json())
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    server = await aiohttp_server(app)
-    return received, str(server.make_url("/hook"))
 
 
 def fast(url: str, **extra: str) -> dict[str, str]:

@@ -8,8 +8,6 @@ import json
 import time
 import uuid
 
-import pytest
-from aiohttp import web
 from conftest import make_event, wait_until
 
 from vibe.billing.keys import DISPATCHER
@@ -138,20 +136,6 @@ async def test_a_stored_body_too_deep_for_the_handlers_is_one_failed_event(start
     row = await worker.wait_status(deep["id"], "dead", timeout=20)
     assert "too_deep" in row["last_error"]
     assert (await worker.wait_status(later["id"], "processed"))["status"] == "processed"
-
-
-@pytest.fixture
-async def receiver(aiohttp_server):
-    received: list[dict] = []
-
-    async def hook(request):
-        received.append(await request.json())
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    server = await aiohttp_server(app)
-    return received, str(server.make_url("/hook"))
 
 
 async def test_a_due_event_nobody_processes_degrades_health_metrics_and_fires_the_alert(start_service, receiver):
