@@ -32,8 +32,11 @@ def page_properties(props):
     """After PROPERTIES: a path or a URL, and the path as it is counted."""
     path, url = props.get("path"), props.get("url")
     if url is not None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # a malformed host: "https://4]", "https://[::1"
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
             raise EventInvalid("properties.url", "properties.url must be an absolute http(s) URL")
         path = path or parts.path or "/"
     if path is None:

@@ -178,6 +178,14 @@ async def test_page_view_derives_device_and_browser_and_is_a_behaviour_of_a_know
                                                    "timestamp": iso(row["ts"])}]
 
 
+@pytest.mark.parametrize("url", ["https://4]", "https://[::1", "ftp://vibe.example/x", "/relative"])
+async def test_a_page_url_that_is_no_absolute_http_url_is_400(analytics, url):
+    body = {"session_id": "visitor-1", "properties": {"url": url}}
+    answer = await post(analytics, "page-view", body, {**tokens.auth(anon_key()), "User-Agent": IPHONE}, status=400)
+    assert "properties.url" in answer["message"]
+    assert await stored(analytics) == []
+
+
 async def test_page_view_paths_given_values_and_anonymous_callers(analytics):
     # A path is the page's path; a device the body names wins; the anon key with a session id.
     body = {"session_id": "visitor-1", "page_url": "/courses", "properties": {"device_type": "tablet"}}

@@ -52,11 +52,16 @@ PORTAL_ANSWER = {"type": "object", "required": ["url"], "properties": {"url": {"
 
 
 def allowed_redirect(url: str, settings: Settings) -> bool:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        # a malformed host ("https://4]", "https://[::1") or a port out of range raises ValueError
+        hostname, _port = parts.hostname, parts.port
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not hostname or parts.username or parts.password:
         return False
     public = urllib.parse.urlsplit(settings.public_url)
-    if parts.hostname == public.hostname:
+    if hostname == public.hostname:
         return True
     origin = f"{parts.scheme}://{parts.netloc.lower()}"
     return origin in (o for o in settings.web.cors_allowed_origins if o != "*")
