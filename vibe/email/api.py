@@ -42,7 +42,7 @@ from vibe.email.queue import (
     set_status,
     suppress,
 )
-from vibe.email.recipients import ADMIN, AdminNotConfigured, address_problem
+from vibe.email.recipients import ADMIN, NO_ADMIN_EMAIL, address_problem
 from vibe.email.templates import allows_http
 from vibe.keys import DB, SETTINGS
 from vibe.web.auth import require
@@ -156,7 +156,7 @@ async def queue_email(request: web.Request) -> web.Response:
     if problems:
         raise ApiError(400, "invalid_email_data", f"The data does not fit the {item.type} template.", details=problems)
     if item.user_id == ADMIN and not request.app[SETTINGS].ops.admin_email:
-        raise ApiError(409, "admin_email_not_configured", AdminNotConfigured.message)
+        raise ApiError(409, "admin_email_not_configured", NO_ADMIN_EMAIL)
     try:  # the render check: a message that cannot be rendered is refused now, not dead-lettered later
         renderer.render(item.type, renderer.context(template, item.data, recipient={}, unsubscribe_url="#"))
     except (jinja2.TemplateError, TypeError, ValueError, OverflowError, OSError) as exc:  # OverflowError: a date

@@ -22,7 +22,7 @@ from vibe.email.intake import NORMAL, aliases, data_problems, find_template, ran
 from vibe.email.recipients import (  # noqa: F401 - address_problem and bad_address_sql are used from here too
     ADMIN,
     INVALID_ADDRESS,
-    AdminNotConfigured,
+    NO_ADMIN_EMAIL,
     address_problem,
     bad_address_sql,
     switched_off,
@@ -131,7 +131,7 @@ async def enqueue(tx: Transaction, templates: Mapping[str, EmailTemplate], *, us
 async def _admin_profile(tx: Transaction, admin_email: str, idempotency_key: str) -> dict[str, Any]:
     """The administrator as a recipient: ADMIN_EMAIL, its suppression, and this key's message."""
     if not admin_email:
-        raise EmailRejected(409, "admin_email_not_configured", AdminNotConfigured.message)
+        raise EmailRejected(409, "admin_email_not_configured", NO_ADMIN_EMAIL)
     found = await tx.fetchone(
         "SELECT s.reason AS suppressed, m.id AS existing FROM (SELECT 1 AS one) o "
         "LEFT JOIN email_suppressions s ON s.email = %s LEFT JOIN email_messages m ON m.idempotency_key = %s",

@@ -3,7 +3,7 @@
 - An address (`address_problem`) is one plain address; `bad_address_sql` is the same rule in SQL
   for `enqueue_for`, which reads nothing.
 - `user_id: "admin"` (`ADMIN`) addresses the administrator, ADMIN_EMAIL; without one such mail
-  is refused (`AdminNotConfigured`).
+  is refused (`NO_ADMIN_EMAIL`).
 - A template's `preference` names a key of the profile's `notification_preferences` (the
   platform's: `payment_emails`, ...; vibe.users.sessions.NOTIFICATION_KEYS, which
   `update_profile` takes): that key set to false means no such mail, whatever the category (`switched_off`, and `switched_off_sql` for `enqueue_for`). Mail to the
@@ -19,18 +19,8 @@ from typing import Any
 ADMIN = "admin"
 
 
-class AdminNotConfigured(Exception):
-    """Mail to the administrator while ADMIN_EMAIL is not set."""
-
-    message = "no ADMIN_EMAIL configured: mail to user_id 'admin' cannot be sent"
-
-
-def admin_address(settings) -> str:
-    """ADMIN_EMAIL, lower case; AdminNotConfigured when it is not set."""
-    address = (settings.ops.admin_email or "").strip().lower()
-    if not address:
-        raise AdminNotConfigured(AdminNotConfigured.message)
-    return address
+# The refusal of mail to the administrator while ADMIN_EMAIL is not set (409 at the API).
+NO_ADMIN_EMAIL = "no ADMIN_EMAIL configured: mail to user_id 'admin' cannot be sent"
 
 
 # What a recipient address may not hold: control characters, white space, NUL and lone
