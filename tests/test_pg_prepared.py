@@ -165,3 +165,24 @@ async def test_a_migration_that_changes_a_prepared_select_costs_one_failure(db):
             await tx.fetchone(select, (1,))
     async with db.transaction() as tx:  # the same connection (the pool has one) prepares it again
         assert await tx.fetchone(select, (1,)) == {"id": 1, "name": "a", "score": None, "note": None}
+
+
+@postgres_only
+async def test_an_update_joining_a_json_batch_is_planned_each_time_an_upsert_is_prepared(db):
+    """A generic plan of `UPDATE ... FROM json_populate_recordset(...)` made while the table was
+    small scans the whole table once the table has grown; so that one is never prepared. An
+    insert from the same JSON source has no join to plan: it is prepared as usual."""
+    update = ("UPDATE items AS i SET score = v.score FROM (SELECT id, score FROM "
+              "json_populate_recordset(NULL::items, %s::json)) AS v WHERE i.id = v.id")
+    upsert = ("INSERT INTO items (id, name, score) SELECT id, name, score FROM json_populate_recordset(NULL::items, %s::json) "
+              "ON CONFLICT (id) DO UPDATE SET score = items.score + EXCLUDED.score")
+    for round_no in range(1, 8):
+        async with db.transaction() as tx:
+            await tx.execute(upsert, (f'[{{"id": {round_no}, "name": "n", "score": 1}}]',))
+            assert await tx.execute(update, (f'[{{"id": 1, "score": {round_no}}}, {{"id": 99, "score": 0}}]',)) == 1
+    async with db.transaction() as tx:
+        statements = await prepared_statements(tx)
+    assert [s for s in statements if "INSERT INTO items" in s]
+    assert not [s for s in statements if "UPDATE items AS i" in s]
+    assert await db.fetchall("SELECT id, score FROM items WHERE id < 3 ORDER BY id") == [
+        {"id": 1, "score": 7.0}, {"id": 2, "score": 1.0}]

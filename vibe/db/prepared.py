@@ -22,6 +22,12 @@ It must never change what a statement does:
   PREPARE, and every call checks its values against them: a value whose literal would not
   have had that type (an int where text was inferred, a float where integer was, an int out of
   an integer's range) is sent unprepared, as before.
+- A statement that joins a batch of rows passed as JSON to a table (`UPDATE t SET ... FROM
+  json_populate_recordset(...)`) is never prepared: its best plan depends on the table's size (a
+  hash join over a scan of a small table, index probes into a large one), and the generic plan
+  PostgreSQL caches for a prepared statement would keep the scan made while the table was small
+  until an ANALYZE, scanning a growing inbox once per batch. Planned each time, it costs one
+  plan per batch and always probes the index once the table is large.
 - Prepared statements outlive a rolled-back transaction (PREPARE is not transactional), and a
   plan PostgreSQL invalidates (a migration, another search_path) is re-planned by the server.
 """
@@ -40,6 +46,10 @@ import psycopg2
 log = logging.getLogger(__name__)
 
 _PREPARABLE = re.compile(r"\s*(SELECT|INSERT|UPDATE|DELETE|WITH|VALUES)\b", re.IGNORECASE)
+# UPDATE <table> [AS x] SET ... FROM <a JSON batch>; not an upsert's ON CONFLICT DO UPDATE SET
+_JOINS_A_BATCH = re.compile(r"\bUPDATE\s+\w+(?:\s+AS\s+\w+)?\s+SET\b.*\bjson_(?:populate|to)_recordset\b|"
+                            r"\bjson_(?:populate|to)_recordset\b.*\bUPDATE\s+\w+(?:\s+AS\s+\w+)?\s+SET\b",
+                            re.IGNORECASE | re.DOTALL)
 _PLACEHOLDER = re.compile(r"%[%s]?")
 _NUMERIC = frozenset({"smallint", "integer", "bigint", "numeric", "real", "double precision"})
 _INEXACT = frozenset({"numeric", "real", "double precision"})
@@ -176,7 +186,7 @@ class Statements:
             return None
         body = sql.strip().rstrip(";")
         numbered_form = None if ";" in body else numbered(body)  # one statement only: PREPARE must not run a second
-        if numbered_form is None or numbered_form[1] != len(params):
+        if numbered_form is None or numbered_form[1] != len(params) or _JOINS_A_BATCH.search(body):
             prepared.put(sql, None)
             return None
         return numbered_form[0]
