@@ -19,7 +19,7 @@ from conftest import ON_POSTGRES, SECRET, run_cli, wait_until
 from email_support import add_profile
 from live_service import LiveService, open_db
 
-from vibe.web.serving import local_url
+from vibe.web.serving import GC_YOUNG_THRESHOLD, local_url, settle_garbage_collector
 
 pytestmark = pytest.mark.slow
 
@@ -183,3 +183,27 @@ async def test_serve_help_shows_every_option_with_its_default(tmp_path):
                             ("--shutdown-timeout SHUTDOWN_TIMEOUT", "30.0"), ("--workers WORKERS", "1")]:
         after = text.split(option, 2)[2]  # past the usage line, to the option's own help
         assert f"(default: {default})" in after.split(" --")[0], (option, out)
+
+
+def test_once_started_the_long_lived_objects_leave_the_collectors_sight_and_cycles_still_go():
+    import gc
+    import weakref
+
+    threshold = gc.get_threshold()
+    try:
+        settle_garbage_collector()
+        assert gc.get_freeze_count() > 10_000  # start-up's modules, classes and functions
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *threshold[1:])
+
+        class Node:
+            pass
+
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle made after start-up: only the collector frees it
+        gone = weakref.ref(a)
+        del a, b
+        gc.collect()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

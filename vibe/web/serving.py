@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import dataclasses
 import errno
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -38,6 +39,9 @@ from vibe.web import shutdown
 log = logging.getLogger("vibe.serve")
 
 BACKLOG = 128  # aiohttp's default
+# The young generation's threshold (CPython's default is 700 allocations): a request allocates a
+# few hundred objects, almost all gone when it ends; at 700 the collector ran every other request.
+GC_YOUNG_THRESHOLD = 20_000
 WILDCARDS = ("", "0.0.0.0", "::")
 BIND_PROBLEMS = {errno.EADDRINUSE: "the port is taken", errno.EACCES: "permission denied",
                  errno.EADDRNOTAVAIL: "not an address of this machine"}
@@ -113,6 +117,7 @@ async def _serve(app, socks: list[socket.socket], shutdown_timeout: float, stopp
 
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
+    settle_garbage_collector()
     try:
         for sock in socks:
             await web.SockSite(runner, sock).start()
@@ -142,6 +147,18 @@ def _finish(loop: asyncio.AbstractEventLoop) -> None:
             os._exit(1)
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()
+
+
+def settle_garbage_collector() -> None:
+    """Once started: what start-up built (modules, the stripe library, plugins, templates,
+    settings: a few hundred thousand objects that live as long as the process) is moved out of
+    the collector's sight (`gc.freeze`), so a full collection no longer walks it (100 ms pauses
+    under load, the webhooks' p99, before), and young collections run less often. Cycles that
+    requests make are still collected."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def run_worker(settings: Settings, socks: list[socket.socket], shutdown_timeout: float, *,
