@@ -85,10 +85,8 @@ class PostgresTransaction(Transaction):
                 parts.append(sql.encode())
                 continue
             params = safe_params(params)
-            form = self._statements.find(self._prepared, sql, params)
-            if isinstance(form, str) and not self._prepare:
-                form = None
-            elif isinstance(form, str):  # to PREPARE now: what comes before it goes first
+            form = self._statements.find(self._prepared, sql, params, may_prepare=self._prepare)
+            if isinstance(form, str):  # to PREPARE now: what comes before it goes first
                 if parts:
                     await self._trip(parts, max(0, min(index, deferred) - first))
                     parts, first = [], index

@@ -172,13 +172,15 @@ class Statements:
             found = conn._vibe_prepared = OnConnection(self.per_connection)
         return found
 
-    def find(self, prepared: OnConnection, sql: str, params: Sequence[Any]) -> Prepared | None | str:
+    def find(self, prepared: OnConnection, sql: str, params: Sequence[Any], *,
+             may_prepare: bool = True) -> Prepared | None | str:
         """The prepared form of `sql` on this connection; None to send it as it is; or the
-        numbered text to PREPARE now (it has just become hot)."""
+        numbered text to PREPARE now (it has just become hot). `may_prepare=False` (outside a
+        transaction, where PREPARE has no savepoint to guard it): only a form prepared already."""
         form = prepared.get(sql)
         if form is not False:
             return form
-        if not self.threshold or not isinstance(params, (list, tuple)):
+        if not self.threshold or not may_prepare or not isinstance(params, (list, tuple)):
             return None
         uses = self._uses.get(sql, 0) + 1
         self._uses[sql] = uses
