@@ -158,3 +158,19 @@ async def test_a_new_subscription_and_its_update_in_one_batch_apply_in_order(sta
     version = await service.db.fetchval("SELECT event_id FROM stripe_object_versions WHERE object_id = %s",
                                         ("sub_new",))
     assert version == updated["id"]
+
+
+async def test_a_batch_reads_the_stored_bodies_of_events_this_process_no_longer_holds(start_service):
+    """Bodies parsed at the door are kept until claimed (a bounded number); a batch whose events
+    were stored by another instance, or before a restart, reads theirs from the inbox."""
+    service = await start(start_service)
+    held, dropped = sub_update("user-a", 1_700_000_200, status="past_due"), sub_update("user-b", 1_700_000_200,
+                                                                                       status="past_due")
+    await post(service, held, dropped)
+    service.app[DISPATCHER]._bodies.pop(dropped["id"])  # as if another instance had stored it
+    assert await run_batch(service) == 2
+    assert service.app[DISPATCHER].failed_batches == 0  # as one batch, not one by one after a failure
+    assert [await status(service, e) for e in (held, dropped)] == ["processed", "processed"]
+    assert [len(await analytics(service, e)) for e in (held, dropped)] == [1, 1]
+    assert {u: (await service.user(u))["subscription_status"] for u in USERS} == {
+        "user-a": "past_due", "user-b": "past_due", "user-c": "active"}

@@ -26,7 +26,8 @@ from typing import Any
 import pluggy
 
 from vibe.billing.batch import BatchReads
-from vibe.billing.inbox import CLAIM_COLUMNS, claim_one, defer_status_updates, stored_event
+from vibe.billing.inbox import (CLAIM_COLUMNS, CLAIM_KEYS, claim_one, defer_status_updates, stored_event,
+                               stored_payloads)
 from vibe.billing.registry import Handler
 from vibe.billing.retries import describe, outcome
 from vibe.billing.state import type_rank
@@ -39,6 +40,7 @@ from vibe.web.shutdown import wait_event
 log = logging.getLogger(__name__)
 
 DUE_STATUSES = ("pending", "failed", "waiting")
+BODIES_KEPT = 2000  # parsed bodies waiting to be claimed: about 20 KB each
 
 
 class Dispatcher:
@@ -53,7 +55,8 @@ class Dispatcher:
         # Waking: a loop that is awake (`_working`) looks again before it sleeps when `_news`
         # came meanwhile; with none awake, one sleeping loop (each waits on its own event) looks.
         self._news, self._working, self._asleep = False, 0, []
-        # event id -> body parsed at the door, until claimed (ordered: the oldest leaves in O(1))
+        # event id -> body parsed at the door, until claimed (ordered: the oldest leaves in O(1)):
+        # a batch claims ids only and reads the stored bodies of the others (vibe/billing/inbox.py)
         self._bodies: collections.OrderedDict[str, dict] = collections.OrderedDict()
         # Since start, in this process: events that ended `processed`, and events run (attempts,
         # whatever their outcome) and how many of those failed (transient or configuration).
@@ -70,10 +73,11 @@ class Dispatcher:
     def wake(self, body: dict | None = None) -> None:
         """New work was stored: look now rather than at the next poll (one loop, not every one:
         they would all look for one batch; a full batch wakes another, see `_batch`). `body`: the
-        stored event, parsed, kept until this process claims it (the last 500, at most)."""
+        stored event, parsed, kept until this process claims it (the last BODIES_KEPT, at most:
+        a backlog under load grows by a few hundred a second)."""
         if body is not None:
             self._bodies[body["id"]] = body
-            if len(self._bodies) > 500:  # claimed by another instance, say
+            if len(self._bodies) > BODIES_KEPT:  # claimed by another instance, say
                 self._bodies.popitem(last=False)  # a dict's next(iter()) walks its deleted slots
         self._news = True
         if not self._working:
@@ -158,7 +162,7 @@ class Dispatcher:
     async def _batch(self, now: float, limit: int | None, claimed: list[str]) -> int:
         async with self.db.transaction() as tx:
             rows = await tx.fetchall(
-                f"SELECT {CLAIM_COLUMNS} FROM stripe_events "
+                f"SELECT {CLAIM_KEYS} FROM stripe_events "
                 "WHERE status IN ('pending', 'failed', 'waiting') AND next_attempt_at <= %s "
                 "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
                 (now, limit or self.batch_size),
@@ -169,14 +173,19 @@ class Dispatcher:
             if len(rows) >= (limit or self.batch_size):
                 self._rouse()  # more may be due: another loop takes the next batch meanwhile
             rows.sort(key=lambda r: (int(r["created"]), type_rank(r["type"]), r["received_at"]))
-            events = [self._bodies.pop(row["id"], None) or stored_event(row) for row in rows]
+            events = [self._bodies.pop(row["id"], None) for row in rows]
+            if missing := [row for row, event in zip(rows, events) if event is None]:
+                payloads = await stored_payloads(tx, [row["id"] for row in missing])
+                for row in missing:
+                    row["payload"] = payloads[row["id"]]
+                events = [event or stored_event(row) for row, event in zip(rows, events)]
             # What the events would each read (versions, linked profiles), read once for all.
             batch = await BatchReads.read(tx, [e for e in events if e is not None]) if len(rows) > 1 else None
             customers: set[str] = set()
             updates = []
             for row, event in zip(rows, events):
                 updates.append(await self._run(tx, row, customers, event=event, batch=batch))
-                if len(updates) % 8 == 0:
+                if len(updates) % 4 == 0:
                     await asyncio.sleep(0)  # events that make no round trip never yield: let requests in
             # What the events gathered, written once after all of them: a write per event would
             # take the shared rollup rows' locks early and hold them while the next event waits
