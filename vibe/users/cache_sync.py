@@ -87,10 +87,12 @@ class CacheInvalidation:
     async def _announce(self, ctx, user_id: str | None) -> None:
         if not user_id:
             return
-        evict_user(self.app, user_id)  # now, fenced: no reader caches the row while we write it
         # Gathered (a batch of Stripe events changes many users, each several times), for what
         # happens once per user and transaction: see `_gathered`.
-        ctx.tx.collect(self._gathered).append(user_id)
+        gathered = ctx.tx.collect(self._gathered)
+        if user_id not in gathered:  # evicted already in this transaction, and again after it
+            evict_user(self.app, user_id)  # now, fenced: no reader caches the row while we write it
+        gathered.append(user_id)
 
     async def _gathered(self, tx, user_ids: list[str]) -> None:
         """Just before COMMIT: evict the users again after it (a reader that loaded the old row
