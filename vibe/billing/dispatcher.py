@@ -26,8 +26,14 @@ from typing import Any
 import pluggy
 
 from vibe.billing.batch import BatchReads
-from vibe.billing.inbox import (CLAIM_COLUMNS, CLAIM_KEYS, claim_one, defer_status_updates, stored_event,
-                               stored_payloads)
+from vibe.billing.inbox import (
+    CLAIM_COLUMNS,
+    CLAIM_KEYS,
+    claim_one,
+    defer_status_updates,
+    stored_event,
+    stored_payloads,
+)
 from vibe.billing.registry import Handler
 from vibe.billing.retries import describe, outcome
 from vibe.billing.state import type_rank

@@ -154,15 +154,17 @@ def stored_event(row: dict[str, Any]) -> dict | None:
     return event if isinstance(event, dict) else None
 
 
-CLAIM_KEYS = "id, type, created, status, attempts, received_at"  # a batch's claim: bodies come parsed from the door
+CLAIM_KEYS = "id, type, created, status, attempts, received_at"  # a batch's claim: the door parsed the bodies
 CLAIM_COLUMNS = f"{CLAIM_KEYS}, payload"
 
 
 async def stored_payloads(tx: Transaction, event_ids: Sequence[str]) -> dict[str, str]:
     """The stored bodies of claimed events whose parsed body this process no longer holds."""
-    rows = await tx.fetchall(f"SELECT id, payload FROM stripe_events WHERE id IN ({', '.join(['%s'] * len(event_ids))})",
-                             list(event_ids))
+    marks = ", ".join(["%s"] * len(event_ids))
+    rows = await tx.fetchall(f"SELECT id, payload FROM stripe_events WHERE id IN ({marks})", list(event_ids))
     return {row["id"]: row["payload"] for row in rows}
+
+
 _STATUS_COLUMNS = ("status", "attempts", "next_attempt_at", "waiting_for", "last_error", "note", "processed_at", "id")
 _UPDATE = f"UPDATE stripe_events SET {', '.join(f'{c} = %s' for c in _STATUS_COLUMNS[:-1])} WHERE id = %s"
 
