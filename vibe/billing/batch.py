@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vibe.db.database import Transaction, rows_source
+from vibe.db.database import Transaction, any_of, rows_source
 
 VERSION_COLUMNS = ("object_id", "event_created", "event_rank", "event_id")
 _NEWER = ("WHERE stripe_object_versions.event_created < excluded.event_created OR "
@@ -50,14 +50,6 @@ def customer_of(event: Any) -> str | None:
     return customer if isinstance(customer, str) and customer else None
 
 
-def _any(tx: Transaction, column: str, values: list[str]) -> tuple[str, list]:
-    """`column` is one of `values`: one array parameter on PostgreSQL (one statement text for
-    any number of values, so it is prepared), a list of them on SQLite."""
-    if tx.dialect == "postgresql":
-        return f"{column} = ANY(%s)", [values]
-    return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
-
-
 class BatchReads:
     def __init__(self) -> None:
         self.versions: dict[str, tuple[int, int]] = {}  # object id -> newest (created, rank), locked
@@ -70,13 +62,13 @@ class BatchReads:
         reads = cls()
         objects = sorted({o for o in map(object_of, events) if o})
         if objects:
-            where, params = _any(tx, "object_id", objects)
+            where, params = any_of(tx, "object_id", objects)
             for row in await tx.fetchall("SELECT object_id, event_created, event_rank FROM stripe_object_versions "
                                          f"WHERE {where} ORDER BY object_id FOR UPDATE", params):
                 reads.versions[row["object_id"]] = (int(row["event_created"]), int(row["event_rank"]))
         customers = sorted({c for c in map(customer_of, events) if c})
         if customers:
-            where, params = _any(tx, "c.customer_id", customers)
+            where, params = any_of(tx, "c.customer_id", customers)
             for row in await tx.fetchall("SELECT c.customer_id AS batch_customer, p.* FROM stripe_customers c "
                                          f"JOIN profiles p ON p.id = c.user_id WHERE {where}", params):
                 reads.customers[row.pop("batch_customer")] = row["id"]

@@ -12,7 +12,7 @@ import time
 from typing import Any, Sequence
 
 from vibe.config import Settings
-from vibe.db.database import Transaction, rows_source, safe_text
+from vibe.db.database import Transaction, any_of, rows_source, safe_text
 from vibe.web.errors import ApiError
 from vibe.web.json_body import load_json
 
@@ -160,8 +160,8 @@ CLAIM_COLUMNS = f"{CLAIM_KEYS}, payload"
 
 async def stored_payloads(tx: Transaction, event_ids: Sequence[str]) -> dict[str, str]:
     """The stored bodies of claimed events whose parsed body this process no longer holds."""
-    marks = ", ".join(["%s"] * len(event_ids))
-    rows = await tx.fetchall(f"SELECT id, payload FROM stripe_events WHERE id IN ({marks})", list(event_ids))
+    where, params = any_of(tx, "id", event_ids)
+    rows = await tx.fetchall(f"SELECT id, payload FROM stripe_events WHERE {where}", params)
     return {row["id"]: row["payload"] for row in rows}
 
 

@@ -277,6 +277,15 @@ def rows_source(tx: Transaction, table: str, columns: Sequence[str], rows: Seque
     return f"VALUES {values}", [v for row in rows for v in row]
 
 
+def any_of(tx: Transaction, column: str, values: Sequence[Any]) -> tuple[str, list]:
+    """The condition "`column` is one of `values`" and its parameters: one array parameter on
+    PostgreSQL (one statement text for any number of values, so it is prepared), a list of them
+    on SQLite."""
+    if tx.dialect == "postgresql":
+        return f"{column} = ANY(%s)", [list(values)]
+    return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
+
+
 def create_database(settings: Settings) -> Database:
     if settings.db.dialect == "sqlite":
         from vibe.db.sqlite import SqliteDatabase
