@@ -19,7 +19,7 @@ from conftest import ON_POSTGRES, SECRET, run_cli, wait_until
 from email_support import add_profile
 from live_service import LiveService, open_db
 
-from vibe.web.serving import GC_YOUNG_THRESHOLD, local_url, settle_garbage_collector
+from vibe.web.serving import GC_YOUNG_THRESHOLD, local_url
 
 pytestmark = pytest.mark.slow
 
@@ -185,25 +185,43 @@ async def test_serve_help_shows_every_option_with_its_default(tmp_path):
         assert f"(default: {default})" in after.split(" --")[0], (option, out)
 
 
-def test_once_started_the_long_lived_objects_leave_the_collectors_sight_and_cycles_still_go():
-    import gc
-    import weakref
 
-    threshold = gc.get_threshold()
+GC_PLUGIN = '''
+import gc, weakref
+from aiohttp import web
+from vibe.api import hookimpl
+
+class Node:
+    pass
+
+async def collector(request):
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle made after start-up: only the collector frees it
+    gone = weakref.ref(a)
+    del a, b
+    gc.collect()
+    return web.json_response({"frozen": gc.get_freeze_count(), "threshold": list(gc.get_threshold()),
+                              "cycle_collected": gone() is None})
+
+@hookimpl
+def register_routes(app):
+    app.router.add_get("/gc", collector)
+'''
+
+
+async def test_once_started_the_long_lived_objects_leave_the_collectors_sight_and_cycles_still_go(
+        database_url, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "gc_plugin.py").write_text(GC_PLUGIN)
+    service = await LiveService.on(database_url, str(tmp_path / "var"), VIBE_PLUGINS_DIRS=str(plugins)).start()
     try:
-        settle_garbage_collector()
-        assert gc.get_freeze_count() > 10_000  # start-up's modules, classes and functions
-        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *threshold[1:])
-
-        class Node:
-            pass
-
-        a, b = Node(), Node()
-        a.other, b.other = b, a  # a cycle made after start-up: only the collector frees it
-        gone = weakref.ref(a)
-        del a, b
-        gc.collect()
-        assert gone() is None
+        async with aiohttp.ClientSession() as session, session.get(f"{service.url}/gc") as resp:
+            assert resp.status == 200
+            state = await resp.json()
     finally:
-        gc.unfreeze()
-        gc.set_threshold(*threshold)
+        code, err = await service.stop(signal.SIGTERM, timeout=30)
+    assert code == 0, err
+    assert state["frozen"] > 10_000  # start-up's modules, classes and functions
+    assert state["threshold"][0] == GC_YOUNG_THRESHOLD
+    assert state["cycle_collected"]
