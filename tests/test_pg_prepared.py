@@ -186,3 +186,23 @@ async def test_an_update_joining_a_json_batch_is_planned_each_time_an_upsert_is_
     assert not [s for s in statements if "UPDATE items AS i" in s]
     assert await db.fetchall("SELECT id, score FROM items WHERE id < 3 ORDER BY id") == [
         {"id": 1, "score": 7.0}, {"id": 2, "score": 1.0}]
+
+
+@postgres_only
+async def test_outside_a_transaction_a_statement_is_neither_prepared_nor_counted(database_url):
+    """A read outside a transaction (autocommit: no savepoint guards a PREPARE there) goes as
+    text, and its uses do not count towards preparing it inside a transaction later."""
+    db = await open_db(database_url, 3)
+    try:
+        select = "SELECT name FROM items WHERE id = %s"
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
+        for _ in range(5):
+            assert await db.fetchval(select, (1,)) == "a"
+        for uses in range(1, 4):
+            async with db.transaction() as tx:
+                assert await tx.fetchval(select, (1,)) == "a"
+                prepared = [s for s in await prepared_statements(tx) if "SELECT name FROM items" in s]
+                assert len(prepared) == (1 if uses >= 3 else 0)  # the third use in a transaction
+    finally:
+        await db.close()
