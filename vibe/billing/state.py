@@ -13,9 +13,13 @@ from typing import Any
 from vibe.billing.domain import UserRecord
 from vibe.billing.outcomes import WaitForCustomer
 from vibe.config import TIERS, Settings
+from vibe.db.rowwrites import KeyedTable, defer_update, defer_upsert
 from vibe.plugins.context import DomainContext, StripeEventContext
 
 GRANTING = ("active", "trialing", "past_due")  # statuses that keep the paid tier
+# The tables handlers write a row of by its key, merged per batch on PostgreSQL (vibe.db.rowwrites).
+PROFILES = KeyedTable("profiles", "id", doubles=frozenset({"created_at", "updated_at"}))
+SUBSCRIPTIONS = KeyedTable("subscriptions", "id", doubles=frozenset({"updated_at"}))
 
 
 class BillingError(Exception):
@@ -122,11 +126,7 @@ async def update_profile(ctx: DomainContext, user_id: str, fields: dict[str, Any
     """Change profile columns and tell caches (`user_changed`)."""
     if not fields:
         return
-    assignments = ", ".join(f"{name} = %s" for name in fields)
-    ctx.tx.defer(
-        f"UPDATE profiles SET {assignments}, updated_at = %s WHERE id = %s",
-        (*fields.values(), ctx.now, user_id),
-    )
+    defer_update(ctx.tx, PROFILES, user_id, {**fields, "updated_at": ctx.now})
     if user_id in ctx.profiles:  # a new dict: a caller's copy keeps the values from before
         ctx.profiles[user_id] = {**ctx.profiles[user_id], **fields, "updated_at": ctx.now}
     await ctx.announce("user_changed", user_id=user_id, fields=sorted(fields))
@@ -295,13 +295,7 @@ SUBSCRIPTION_COLUMNS = ("user_id", "customer_id", "status", "tier", "price_id", 
 def save_subscription(ctx: StripeEventContext, subscription_id: str, **row: Any) -> None:
     """Insert or replace a subscription's row (every column of SUBSCRIPTION_COLUMNS, by name),
     sent with the transaction's next statement."""
-    values = [row[c] for c in SUBSCRIPTION_COLUMNS]
-    names = (*SUBSCRIPTION_COLUMNS, "updated_at", "id")
-    ctx.tx.defer(
-        f"INSERT INTO subscriptions ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))}) "
-        f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in names[:-1])}",
-        (*values, ctx.now, subscription_id),
-    )
+    defer_upsert(ctx.tx, SUBSCRIPTIONS, subscription_id, {**{c: row[c] for c in SUBSCRIPTION_COLUMNS}, "updated_at": ctx.now})
 
 
 async def mark_past_due(ctx: StripeEventContext, subscription_id: str) -> int:

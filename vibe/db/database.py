@@ -152,6 +152,11 @@ class Transaction(_Reads, abc.ABC):
     def defer(self, sql: str, params: Params = None) -> None:
         self._deferred.append((sql, params))
 
+    def defer_row(self, write: tuple[str, Params]) -> None:
+        """Queue a `RowWrite` (vibe.db.rowwrites): deferred like `defer`, and on PostgreSQL
+        merged with the row writes queued next to it."""
+        self._deferred.append(write)
+
     def _hand_over(self, count: int) -> None:
         """The first `count` queued statements are on their way to the server (built, sent)."""
         if count:
@@ -270,11 +275,24 @@ def rows_source(tx: Transaction, table: str, columns: Sequence[str], rows: Seque
     them cost more than the insert. SQLite binds parameters natively: plain `VALUES (...), ...`.
     """
     if tx.dialect == "postgresql":
-        payload = json.dumps([dict(zip(columns, safe_params(row))) for row in rows], separators=(",", ":"))
         return (f"SELECT {', '.join(columns)} FROM json_populate_recordset(NULL::{table}, %s::json)",
-                [payload])
+                [json_rows(columns, rows)])
     values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
     return f"VALUES {values}", [v for row in rows for v in row]
+
+
+def json_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """`rows` as a JSON array of objects keyed by `columns`, their strings as `safe_text` binds them.
+
+    json.dumps escapes every character outside ASCII, so a NUL or a surrogate anywhere in the
+    rows shows in the text as `\\u0000` or `\\udXXX`. Only when one does (or an escaped
+    backslash that looks like one, or a well-formed pair) are the rows encoded again from
+    `safe_params`: one search of the text instead of a look at every value."""
+    rows = list(rows)
+    text = json.dumps([dict(zip(columns, row)) for row in rows], separators=(",", ":"))
+    if "\\u0000" in text or "\\ud" in text:
+        text = json.dumps([dict(zip(columns, safe_params(row))) for row in rows], separators=(",", ":"))
+    return text
 
 
 def any_of(tx: Transaction, column: str, values: Sequence[Any]) -> tuple[str, list]:

@@ -15,6 +15,7 @@ import psycopg2
 
 from vibe.db.database import Params, Transaction, safe_params
 from vibe.db.prepared import Statements
+from vibe.db.rowwrites import coalesce
 
 # Errors that mean the server or the connection is gone (as opposed to a bad query).
 UNAVAILABLE = (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionError, OSError)
@@ -74,28 +75,30 @@ class PostgresTransaction(Transaction):
         Every part is built before anything counts as sent: a value the driver refuses (or a
         failing PREPARE) leaves the deferred queue untouched, savepoints included. A statement
         that has just become hot is prepared only after what precedes it has been sent, so a
-        PREPARE never runs ahead of a deferred SAVEPOINT."""
-        queue = [*self._deferred, *statements]
-        deferred = len(self._deferred)
+        PREPARE never runs ahead of a deferred SAVEPOINT. A run of row writes goes merged
+        (vibe.db.rowwrites) and in one round trip: nothing in it is prepared."""
+        queue = [*coalesce(self._deferred), *((sql, params, 0, False) for sql, params in statements)]
         parts: list[bytes] = []
-        first = 0  # queue[first:] has not been sent yet
+        entries = 0  # how many of the deferred queue's statements `parts` holds
         mogrify, cur = self._cur.mogrify, self._cur
-        for index, (sql, params) in enumerate(queue):
+        for sql, params, stands_for, in_run in queue:
             if not params:
                 parts.append(sql.encode())
+                entries += stands_for
                 continue
             params = safe_params(params)
-            form = self._statements.find(self._prepared, sql, params, may_prepare=self._prepare)
+            form = self._statements.find(self._prepared, sql, params, may_prepare=self._prepare and not in_run)
             if isinstance(form, str):  # to PREPARE now: what comes before it goes first
                 if parts:
-                    await self._trip(parts, max(0, min(index, deferred) - first))
-                    parts, first = [], index
+                    await self._trip(parts, entries)
+                    parts, entries = [], 0
                 form = await self._statements.prepare(cur, self._prepared, sql, form)
             if form is not None and form.accepts(params):
                 parts.append(mogrify(form.execute, params))
             else:
                 parts.append(mogrify(sql, params))
-        await self._trip(parts, max(0, deferred - first))
+            entries += stands_for
+        await self._trip(parts, entries)
 
     async def _trip(self, parts: list[bytes], deferred: int) -> None:
         """One round trip; its first `deferred` parts are the queue's oldest deferred ones."""
