@@ -72,4 +72,4 @@ async def run_wrk(url: str, events_file: Path, *, threads: int, connections: int
     for line in reversed(out.decode().splitlines()):
         if line.startswith("{"):
             return json.loads(line)
-    raise RuntimeError(f"wrk printed no figures (exit {proc.returncode}): {err.decode()[-500:]}")
+    raise RuntimeError(f"wrk printed no figures (exit {proc.returncode}): {(out + err).decode()[-500:]}")
