@@ -8,6 +8,8 @@ deferred writes and savepoints ride with the next statement, and the hot stateme
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 import aiopg
@@ -20,6 +22,10 @@ from vibe.db.rowwrites import coalesce
 # Errors that mean the server or the connection is gone (as opposed to a bad query).
 UNAVAILABLE = (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionError, OSError)
 _UNAVAILABLE_CODES = {"57P01", "57P02", "57P03", "53300", "08000", "08003", "08006", "08001", "08004"}
+# Building a big round trip (a dispatcher batch's deferred writes: a few milliseconds of Python)
+# lets the loop run other callbacks every this many seconds: requests waiting on the loop are
+# what the webhooks' p99 is made of (bench/loop_probe).
+BUILD_SLICE_SECONDS = 0.001
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -77,11 +83,16 @@ class PostgresTransaction(Transaction):
         that has just become hot is prepared only after what precedes it has been sent, so a
         PREPARE never runs ahead of a deferred SAVEPOINT. A run of row writes goes merged
         (vibe.db.rowwrites) and in one round trip: nothing in it is prepared."""
+        clock = time.perf_counter
+        began = clock()
         queue = [*coalesce(self._deferred), *((sql, params, 0, False) for sql, params in statements)]
         parts: list[bytes] = []
         entries = 0  # how many of the deferred queue's statements `parts` holds
         mogrify, cur = self._cur.mogrify, self._cur
         for sql, params, stands_for, in_run in queue:
+            if clock() - began > BUILD_SLICE_SECONDS:  # nothing is handed over yet: the queue stands as it was
+                await asyncio.sleep(0)
+                began = clock()
             if not params:
                 parts.append(sql.encode())
                 entries += stands_for
