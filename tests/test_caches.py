@@ -11,8 +11,8 @@ import tokens
 from conftest import load_event, make_event, postgres_only, wait_until
 
 from vibe.db.row_security import as_user
-from vibe.keys import DB
-from vibe.users.cache_sync import notifications
+from vibe.keys import DB, PLUGINS
+from vibe.users.cache_sync import CacheInvalidation, notifications
 from vibe.users.caches import (
     DatabaseQueryCache,
     SizedCache,
@@ -91,8 +91,7 @@ async def test_stripe_subscription_event_evicts_the_cached_tier(service):
     assert body["allowed"] is False and body["user_tier"] == "free"
 
     async def cached() -> bool:
-        # On PostgreSQL the instance's own NOTIFY of the new profile arrives after the commit and
-        # evicts again (fenced for CACHE_FENCE_SECONDS): the profile is cached once that passed.
+        # The profile is cached again once the eviction's fence (CACHE_FENCE_SECONDS) has passed.
         await call(service, "check_access", PRO_ITEM, token)
         return service.app[USER_SESSION_CACHE].profile(user_id) is not None
 
@@ -143,6 +142,30 @@ async def test_a_change_reaches_another_instance_within_a_second(start_service):
     assert time.monotonic() - started < 1.0
     status, body = await call(two, "check_access", PRO_ITEM, token)
     assert body["allowed"] is True
+
+
+@postgres_only
+async def test_an_instance_passes_over_its_own_notification_and_applies_another_s(service):
+    # Its own was sent by a transaction after whose commit it evicted already; applying it too
+    # would evict a profile read after that commit, which is the committed one.
+    users = [str(uuid.uuid4()), str(uuid.uuid4())]
+    for user_id in users:
+        token = tokens.user_token(user_id)
+        await call(service, "create_profile", {}, token)
+        await call(service, "check_access", PRO_ITEM, token)
+    cache = service.app[USER_SESSION_CACHE]
+    assert all(cache.profile(user_id) for user_id in users)
+    invalidation = service.app[PLUGINS].get_plugin(CacheInvalidation.NAME)
+    own, = notifications(users[:1], invalidation.instance)
+    other, = notifications(users[1:], "another-instance")
+    async with service.app[DB].transaction() as tx:  # delivered in this order, after the commit
+        await tx.execute("SELECT pg_notify(%s, %s), pg_notify(%s, %s)",
+                         (invalidation.channel, own, invalidation.channel, other))
+    async def applied() -> bool:
+        return cache.profile(users[1]) is None
+
+    await wait_until(applied, timeout=5)
+    assert cache.profile(users[0]) is not None
 
 
 @postgres_only
