@@ -7,10 +7,10 @@ commits (`Transaction.after_commit`, on both databases). On PostgreSQL the hook 
 `pg_notify` in the same transaction (one per transaction, naming all the users it changed):
 PostgreSQL delivers it only if and when the transaction commits, to every instance listening.
 It names its sender, which passes over its own: it evicted after its commit already (a third
-eviction of each user cost a tenth of a Stripe batch's Python). Each instance listens on a
-dedicated connection (`cache_listener_ctx`); after the connection is lost and re-opened, it
-clears its caches, since notifications may have been missed. The channel is named after the
-schema, so instances of one deployment share it.
+eviction of each user cost about 4% of a Stripe batch's Python, by cProfile). Each instance
+listens on a dedicated connection (`cache_listener_ctx`); after the connection is lost and
+re-opened, it clears its caches, since notifications may have been missed. The channel is named
+after the schema, so instances of one deployment share it.
 """
 
 from __future__ import annotations
