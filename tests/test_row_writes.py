@@ -2,12 +2,14 @@
 same writes one after another leave, on both databases; on PostgreSQL the run goes as one
 statement per table. Real SQL; the statement count comes from a statement-level trigger."""
 
+import asyncio
 import contextlib
 
 import pytest
 from conftest import ON_POSTGRES, postgres_only
 
 from vibe.config import Settings
+from vibe.db import postgres_transaction
 from vibe.db.database import REPLACEMENT, create_database
 from vibe.db.rowwrites import KeyedTable, defer_update, defer_upsert
 
@@ -154,10 +156,6 @@ async def test_a_merged_write_that_fails_fails_the_transaction_and_leaves_nothin
 async def test_a_big_round_trip_is_built_in_slices_the_loop_runs_between(db, monkeypatch):
     # A dispatcher batch's deferred writes take milliseconds of Python to build; requests waiting
     # on the loop meanwhile are what the webhooks' p99 is made of.
-    import asyncio
-
-    from vibe.db import postgres_transaction
-
     monkeypatch.setattr(postgres_transaction, "BUILD_SLICE_SECONDS", 0.0)  # a slice per statement
     await seed(db, "a")
     queued_while_building = []

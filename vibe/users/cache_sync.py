@@ -40,7 +40,7 @@ def evict_user(app: web.Application, user_id: str) -> None:
     app[QUERY_CACHE].invalidate_key(overview_key(user_id))  # exact: no scan of the whole cache
 
 
-def apply(app: web.Application, payload: str, own: str | None = None) -> None:
+def apply(app: web.Application, payload: str, own: str) -> None:
     """Apply one notification: `{"users": [id, ...]}`, `{"user": id}` or `{"content": true}`;
     users named by this instance's own (`"from": own`) were evicted after its commit already."""
     try:
@@ -50,7 +50,7 @@ def apply(app: web.Application, payload: str, own: str | None = None) -> None:
         return
     if not isinstance(message, dict):
         return
-    if own is not None and message.get("from") == own:
+    if message.get("from") == own:
         return
     users = message.get("users")
     if isinstance(message.get("user"), str):
