@@ -1,17 +1,19 @@
 """Caches: bounded by bytes, counted, fenced against races, and evicted by Stripe events,
 by user-management writes, and (PostgreSQL) across instances through LISTEN/NOTIFY."""
 
+import asyncio
 import json
 import time
 import uuid
 
+import aiopg
 import psycopg2
 import pytest
 import tokens
 from conftest import load_event, make_event, postgres_only, wait_until
 
 from vibe.db.row_security import as_user
-from vibe.keys import DB, PLUGINS
+from vibe.keys import DB, PLUGINS, SETTINGS
 from vibe.users.cache_sync import CacheInvalidation, notifications
 from vibe.users.caches import (
     DatabaseQueryCache,
@@ -145,6 +147,21 @@ async def test_a_change_reaches_another_instance_within_a_second(start_service):
 
 
 @postgres_only
+async def test_a_change_s_notification_names_the_instance_that_sent_it(service):
+    user_id = str(uuid.uuid4())
+    await call(service, "create_profile", {}, tokens.user_token(user_id))
+    invalidation = service.app[PLUGINS].get_plugin(CacheInvalidation.NAME)
+    async with aiopg.connect(service.app[SETTINGS].db.url) as conn:  # another listener, as a second instance
+        async with conn.cursor() as cur:
+            await cur.execute(f'LISTEN "{invalidation.channel}"')
+        status, _ = await call(service, "update_subscription", {"user_id": user_id, "tier": "pro", "reason": "t"},
+                               tokens.service_token())
+        assert status == 200
+        message = json.loads((await asyncio.wait_for(conn.notifies.get(), 5)).payload)
+    assert message == {"users": [user_id], "from": invalidation.instance}
+
+
+@postgres_only
 async def test_an_instance_passes_over_its_own_notification_and_applies_another_s(service):
     # Its own was sent by a transaction after whose commit it evicted already; applying it too
     # would evict a profile read after that commit, which is the committed one.
@@ -161,6 +178,7 @@ async def test_an_instance_passes_over_its_own_notification_and_applies_another_
     async with service.app[DB].transaction() as tx:  # delivered in this order, after the commit
         await tx.execute("SELECT pg_notify(%s, %s), pg_notify(%s, %s)",
                          (invalidation.channel, own, invalidation.channel, other))
+
     async def applied() -> bool:
         return cache.profile(users[1]) is None
 
